@@ -1,0 +1,3 @@
+from .specs import Arguments, BlockOutput, ModelSpec, known_families, register_spec, spec_for
+
+__all__ = ["Arguments", "BlockOutput", "ModelSpec", "known_families", "register_spec", "spec_for"]

@@ -1,0 +1,191 @@
+"""Model specs: everything model-specific the executor and policies need, one entry per family."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable
+
+import torch
+
+# Published TeaCache coefficients (ali-vilab/TeaCache), highest degree first.
+FLUX_COEFFICIENTS = (4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00, 2.64230861e-01)
+HUNYUAN_VIDEO_COEFFICIENTS = (7.33226126e02, -4.01131952e02, 6.75869174e01, -3.14987800e00, 9.61237896e-02)
+LTX_VIDEO_COEFFICIENTS = (2.14700694e01, -1.28016453e01, 2.31279151e00, 7.92487521e-01, 9.69274326e-03)
+COGVIDEOX_COEFFICIENTS = (-1.53880483e03, 8.43202495e02, -1.34363087e02, 7.97131516e00, -5.23162339e-02)
+WAN_T2V_1_3B_COEFFICIENTS = (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01)
+
+
+@dataclass(frozen=True)
+class BlockOutput:
+    """Where a block returns its streams: tuple indices, or ``hidden=None`` for a bare tensor."""
+
+    hidden: int | None
+    encoder: int | None = None
+
+
+IMAGE_ONLY = BlockOutput(hidden=None)
+ENCODER_FIRST = BlockOutput(hidden=1, encoder=0)
+HIDDEN_FIRST = BlockOutput(hidden=0, encoder=1)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Block layout and signals of one transformer family.
+
+    ``modulated_input(block0, arguments)`` returns TeaCache's signal from the first block and the
+    arguments it was called with (a name -> value mapping).
+    """
+
+    family: str
+    transformer_classes: tuple[str, ...]
+    block_lists: tuple[str, ...]
+    block_outputs: dict[str, BlockOutput]
+    modulated_input: Callable[[torch.nn.Module, "Arguments"], torch.Tensor] | None = None
+    teacache_coefficients: tuple[float, ...] | None = None
+    timestep_argument: str = "timestep"
+    notes: str = field(default="", compare=False)
+
+
+class Arguments:
+    """Read a module call's arguments by parameter name, whether passed by position or keyword."""
+
+    def __init__(self, module: torch.nn.Module, args: tuple, kwargs: dict):
+        self.names = parameter_names(type(module))
+        self.args, self.kwargs = args, kwargs
+
+    def __getitem__(self, name: str):
+        if name in self.kwargs:
+            return self.kwargs[name]
+        index = self.names.index(name) if name in self.names else len(self.args)
+        return self.args[index] if index < len(self.args) else None
+
+
+@lru_cache(maxsize=None)
+def parameter_names(module_class: type) -> list[str]:
+    return list(inspect.signature(module_class.forward).parameters)[1:]
+
+
+def adaln_zero_input(block, arguments):
+    return block.norm1(arguments["hidden_states"], emb=arguments["temb"])[0]
+
+
+def cogview4_input(block, arguments):
+    return block.norm1(arguments["hidden_states"], arguments["encoder_hidden_states"], arguments["temb"])[0]
+
+
+def timestep_embedding_input(block, arguments):
+    return arguments["temb"]
+
+
+def ltx_input(block, arguments):
+    hidden, temb = arguments["hidden_states"], arguments["temb"]
+    table = block.scale_shift_table
+    ada = table[None, None].to(temb.device) + temb.reshape(hidden.size(0), temb.size(1), table.shape[0], -1)
+    shift_msa, scale_msa = ada.unbind(dim=2)[:2]
+    return block.norm1(hidden) * (1 + scale_msa) + shift_msa
+
+
+def qwen_image_input(block, arguments):
+    image_modulation = block.img_mod(arguments["temb"]).chunk(2, dim=-1)[0]
+    return block._modulate(block.img_norm1(arguments["hidden_states"]), image_modulation)[0]
+
+
+_SPECS: list[ModelSpec] = []
+
+
+def register_spec(spec: ModelSpec) -> ModelSpec:
+    """Teach cachelab a new transformer family (its class name, block lists and signals)."""
+    _SPECS.insert(0, spec)
+    return spec
+
+
+for _spec in (
+    ModelSpec(
+        "flux",
+        ("FluxTransformer2DModel",),
+        ("transformer_blocks", "single_transformer_blocks"),
+        {"FluxTransformerBlock": ENCODER_FIRST, "FluxSingleTransformerBlock": ENCODER_FIRST},
+        adaln_zero_input,
+        FLUX_COEFFICIENTS,
+    ),
+    ModelSpec(
+        "cogview4",
+        ("CogView4Transformer2DModel",),
+        ("transformer_blocks",),
+        {"CogView4TransformerBlock": HIDDEN_FIRST},
+        cogview4_input,
+        notes="No published TeaCache coefficients; fit them with calibration or pass coefficients=.",
+    ),
+    ModelSpec(
+        "sd3",
+        ("SD3Transformer2DModel",),
+        ("transformer_blocks",),
+        {"JointTransformerBlock": ENCODER_FIRST},
+        adaln_zero_input,
+    ),
+    ModelSpec(
+        "wan",
+        ("WanTransformer3DModel",),
+        ("blocks",),
+        {"WanTransformerBlock": IMAGE_ONLY},
+        timestep_embedding_input,
+        WAN_T2V_1_3B_COEFFICIENTS,
+        notes="TeaCache coefficients are those published for Wan2.1 T2V-1.3B (timestep-embedding signal).",
+    ),
+    ModelSpec(
+        "hunyuan_video",
+        ("HunyuanVideoTransformer3DModel",),
+        ("transformer_blocks", "single_transformer_blocks"),
+        {
+            "HunyuanVideoTransformerBlock": HIDDEN_FIRST,
+            "HunyuanVideoSingleTransformerBlock": HIDDEN_FIRST,
+            "HunyuanVideoTokenReplaceTransformerBlock": HIDDEN_FIRST,
+            "HunyuanVideoTokenReplaceSingleTransformerBlock": HIDDEN_FIRST,
+        },
+        adaln_zero_input,
+        HUNYUAN_VIDEO_COEFFICIENTS,
+    ),
+    ModelSpec(
+        "ltx_video",
+        ("LTXVideoTransformer3DModel",),
+        ("transformer_blocks",),
+        {"LTXVideoTransformerBlock": IMAGE_ONLY},
+        ltx_input,
+        LTX_VIDEO_COEFFICIENTS,
+    ),
+    ModelSpec(
+        "cogvideox",
+        ("CogVideoXTransformer3DModel",),
+        ("transformer_blocks",),
+        {"CogVideoXBlock": HIDDEN_FIRST},
+        timestep_embedding_input,
+        COGVIDEOX_COEFFICIENTS,
+    ),
+    ModelSpec(
+        "qwen_image",
+        ("QwenImageTransformer2DModel",),
+        ("transformer_blocks",),
+        {"QwenImageTransformerBlock": ENCODER_FIRST},
+        qwen_image_input,
+    ),
+):
+    register_spec(_spec)
+
+
+def known_families() -> list[str]:
+    return [spec.family for spec in _SPECS]
+
+
+def spec_for(transformer: torch.nn.Module) -> ModelSpec:
+    """The spec of a transformer, matched by class name along its class hierarchy."""
+    for cls in type(transformer).__mro__:
+        for spec in _SPECS:
+            if cls.__name__ in spec.transformer_classes:
+                return spec
+    raise ValueError(
+        f"cachelab has no model spec for {type(transformer).__name__}: its block layout is unknown. "
+        f"Known families: {', '.join(known_families())}. Add one with "
+        "cachelab.models.register_spec(ModelSpec(family, transformer_classes, block_lists, block_outputs, ...))."
+    )

@@ -1,0 +1,22 @@
+from .base import SIGNALS, CachePolicy, Decision, StepContext, compute, reuse
+from .first_block import FirstBlockCache
+from .fixed_interval import FixedInterval
+from .no_cache import NoCache
+from .registry import make_policy, register_policy, registered_policies
+from .teacache import TeaCache
+
+__all__ = [
+    "SIGNALS",
+    "CachePolicy",
+    "Decision",
+    "StepContext",
+    "compute",
+    "reuse",
+    "FirstBlockCache",
+    "FixedInterval",
+    "NoCache",
+    "TeaCache",
+    "make_policy",
+    "register_policy",
+    "registered_policies",
+]
