@@ -127,7 +127,7 @@ class StepLoopExecutor:
     def remove(self) -> None:
         for owner, name, own in reversed(self._patches):
             if own is None:
-                delattr(owner, name)
+                owner.__dict__.pop(name, None)
             else:
                 setattr(owner, name, own)
         self._patches.clear()

@@ -1,0 +1,33 @@
+import os
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import tiny  # noqa: E402
+
+
+def _quiet(pipe):
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def flux():
+    return _quiet(tiny.flux_pipeline())
+
+
+@pytest.fixture(scope="session")
+def cogview4():
+    return _quiet(tiny.cogview4_pipeline())
+
+
+@pytest.fixture(scope="session")
+def sd3():
+    return _quiet(tiny.sd3_pipeline())
+
+
+@pytest.fixture(scope="session")
+def wan():
+    return _quiet(tiny.wan_pipeline())

@@ -1,0 +1,117 @@
+"""The executor on unmodified diffusers pipelines: parity with the plain pipeline, wiring, errors."""
+
+import pytest
+import torch
+
+import cachelab
+from cachelab import FirstBlockCache, FixedInterval, NoCache
+from tiny import generate
+
+CFG = {"guidance_scale": 3.0}
+
+
+@pytest.fixture
+def attached():
+    """Attach through this fixture so that a failing test never leaves a pipeline cached."""
+    pipes = []
+
+    def attach(pipe, policy, **kwargs):
+        pipes.append(pipe)
+        return cachelab.attach(pipe, policy, **kwargs)
+
+    yield attach
+    for pipe in pipes:
+        cachelab.detach(pipe)
+
+
+@pytest.mark.parametrize("name, kwargs", [("flux", {}), ("cogview4", CFG)])
+def test_no_cache_is_bitwise_identical_to_the_plain_pipeline(request, attached, name, kwargs):
+    pipe = request.getfixturevalue(name)
+    plain = generate(pipe, **kwargs)
+    executor = attached(pipe, NoCache())
+    assert torch.equal(generate(pipe, **kwargs), plain)
+    assert all(record.computed for record in executor.trace)
+
+
+def test_trace_has_one_record_per_transformer_call_per_branch(cogview4, attached):
+    executor = attached(cogview4, FirstBlockCache(0.2))
+    generate(cogview4, steps=5, **CFG)
+    assert [(r.step, r.branch) for r in executor.trace] == [
+        (step, branch) for step in range(5) for branch in ("cond", "uncond")
+    ]
+    assert all(r.seconds > 0 for r in executor.trace)
+    timesteps = [r.timestep for r in executor.trace if r.branch == "cond"]
+    assert timesteps == sorted(timesteps, reverse=True) and len(set(timesteps)) == 5
+
+
+def test_every_pipeline_call_starts_a_new_generation(cogview4, attached):
+    executor = attached(cogview4, FirstBlockCache(0.2))
+    first = generate(cogview4, steps=8, **CFG)
+    first_trace = [(r.step, r.branch, r.computed) for r in executor.trace]
+    second = generate(cogview4, steps=8, **CFG)
+    assert [(r.step, r.branch, r.computed) for r in executor.trace] == first_trace
+    assert torch.equal(first, second)
+    assert not all(computed for _, _, computed in first_trace), "threshold should skip some steps"
+
+
+def test_branches_are_found_without_cache_context(cogview4, attached):
+    executor = attached(cogview4, FirstBlockCache(0.2))
+    with_context = generate(cogview4, steps=8, **CFG)
+    decisions = [(r.step, r.branch, r.computed) for r in executor.trace]
+    # A pipeline that never calls cache_context: the executor counts calls between scheduler steps.
+    wrapped = cogview4.transformer.cache_context
+    cogview4.transformer.cache_context = lambda name, **kwargs: torch.no_grad()
+    try:
+        without_context = generate(cogview4, steps=8, **CFG)
+    finally:
+        cogview4.transformer.cache_context = wrapped
+    assert [(r.step, r.branch, r.computed) for r in executor.trace] == decisions
+    assert torch.equal(with_context, without_context)
+
+
+def test_bare_transformer_finds_steps_and_generations_from_timesteps(flux, attached):
+    transformer = flux.transformer
+    executor = attached(transformer, FixedInterval(interval=2), num_steps=4)
+    torch.manual_seed(0)
+    inputs = dict(
+        hidden_states=torch.randn(1, 16, 16), encoder_hidden_states=torch.randn(1, 4, 32),
+        pooled_projections=torch.randn(1, 32), txt_ids=torch.zeros(4, 3), img_ids=torch.zeros(16, 3),
+    )
+    outputs = []
+    for _ in range(2):
+        for t in (1.0, 0.75, 0.5, 0.25):
+            for _branch in range(2):
+                outputs.append(transformer(timestep=torch.tensor([t]), **inputs).sample)
+    assert [(r.step, r.branch, r.computed) for r in executor.trace] == [
+        (step, branch, step in (0, 2, 3)) for step in range(4) for branch in ("cond", "uncond")
+    ]
+    assert torch.equal(outputs[0], outputs[8])
+
+
+def test_attaching_twice_raises_and_detach_restores_bitwise_output(flux):
+    plain = generate(flux)
+    cachelab.attach(flux, FirstBlockCache(1.0))
+    try:
+        with pytest.raises(RuntimeError, match="already runs FirstBlockCache.*detach"):
+            cachelab.attach(flux, NoCache())
+        assert not torch.equal(generate(flux), plain)
+    finally:
+        cachelab.detach(flux)
+    assert "forward" not in flux.transformer.__dict__
+    assert all("forward" not in block.__dict__ for block in flux.transformer.transformer_blocks)
+    assert torch.equal(generate(flux), plain)
+    assert cachelab.detach(flux) is None
+
+
+def test_unknown_transformer_layout_names_the_class_and_the_fix():
+    class MyDiT(torch.nn.Module):
+        pass
+
+    with pytest.raises(ValueError, match="no model spec for MyDiT.*register_spec"):
+        cachelab.attach(MyDiT(), FirstBlockCache())
+
+
+def test_attach_rejects_what_is_not_a_policy(flux):
+    with pytest.raises(TypeError, match="CachePolicy instance"):
+        cachelab.attach(flux, "first_block")
+    assert "_cachelab_executor" not in flux.transformer.__dict__
