@@ -1,0 +1,181 @@
+"""Config schemas of `python -m cachelab` and the checks run right after Hydra composes a config.
+
+Every mistake is reported as one `ConfigError` line, before any model loads.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+DTYPES = ("float32", "float16", "bfloat16")
+LOGGERS = ("wandb", "none")
+WANDB_MODES = (None, "online", "offline", "disabled")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+class ConfigError(ValueError):
+    """A config mistake, told in one line."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    hub_id: Optional[str] = None
+    path: Optional[str] = None
+    revision: Optional[str] = None
+    dtype: str = "float32"
+    steps: int = 28
+    height: int = 1024
+    width: int = 1024
+    guidance: Optional[float] = None
+    guidance_arg: str = "guidance_scale"
+    num_frames: Optional[int] = None
+    size_multiple: int = 16
+    frame_multiple: Optional[int] = None
+    digits: Optional[List[int]] = None
+    prompts: Optional[List[str]] = None
+    call_kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+    project: str = "cachelab"
+    entity: Optional[str] = None
+    mode: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class TimingConfig:
+    prompts: int = 2
+    repeats: int = 3
+    warmup: int = 1
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = MISSING
+    policy: Dict[str, Any] = MISSING
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    name: str = "default"
+    threshold: Optional[float] = None
+    prompts: Optional[List[str]] = None
+    prompt_file: Optional[str] = None
+    num_prompts: Optional[int] = None
+    seed: int = 0
+    steps: int = 28
+    height: int = 1024
+    width: int = 1024
+    guidance: Optional[float] = None
+    num_frames: Optional[int] = None
+    device: str = "auto"
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    reference_cache: bool = True
+    cache_dir: str = "~/.cache/cachelab"
+    save_images: bool = True
+    quiet: bool = False
+
+
+def config_dir() -> str:
+    """The repo's `conf/` in a source checkout, else the copy a wheel installs as `cachelab/conf/`."""
+    package = Path(__file__).resolve().parent
+    checkout = package.parent
+    if (checkout / "conf" / "config.yaml").is_file() and (checkout / "pyproject.toml").is_file():
+        return str(checkout / "conf")
+    return str(package / "conf")
+
+
+def validate(cfg: DictConfig, *, check_weights: bool = True) -> RunConfig:
+    """Types, ranges, the policy's knobs, the prompt file and (optionally) the model's weights."""
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)
+        run: RunConfig = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(RunConfig), plain))
+    except OmegaConfBaseException as error:
+        key = f"{error.full_key}: " if getattr(error, "full_key", None) else ""
+        raise ConfigError(f"invalid config value: {key}{str(error.msg).splitlines()[0]}") from None
+    check_ranges(run)
+    _settle_threshold(run)
+    make_run_policy(run)
+    if check_weights:
+        from .models.loading import WeightsNotFound, locate
+
+        try:
+            locate(run.model)
+        except WeightsNotFound as error:
+            raise ConfigError(str(error)) from None
+    return run
+
+
+def check_ranges(run: RunConfig) -> None:
+    model = run.model
+    _require(run.threshold is None or run.threshold >= 0, f"threshold must be a number >= 0, got {run.threshold}")
+    _require(run.steps >= 2, f"steps must be an integer >= 2, got {run.steps}")
+    for side in ("height", "width"):
+        value = getattr(run, side)
+        _require(value > 0 and value % model.size_multiple == 0,
+                 f"{side}={value} does not fit model={model.name}: it must be a positive multiple of "
+                 f"{model.size_multiple} (VAE scale x patch size)")
+    if run.num_frames is not None:
+        step = model.frame_multiple or 1
+        _require(run.num_frames >= 1 and (run.num_frames - 1) % step == 0,
+                 f"num_frames={run.num_frames} does not fit model={model.name}: num_frames - 1 must be a multiple of {step}")
+    _require(run.guidance is None or run.guidance >= 0, f"guidance must be >= 0 or null, got {run.guidance}")
+    _require(run.num_prompts is None or run.num_prompts >= 1, f"num_prompts must be >= 1, got {run.num_prompts}")
+    _require(run.timing.prompts >= 1, f"timing.prompts must be >= 1, got {run.timing.prompts}")
+    _require(run.timing.repeats >= 1, f"timing.repeats must be >= 1, got {run.timing.repeats}")
+    _require(run.timing.warmup >= 0, f"timing.warmup must be >= 0, got {run.timing.warmup}")
+    _require(model.dtype in DTYPES, f"model.dtype must be one of {', '.join(DTYPES)}, got {model.dtype!r}")
+    _require(DEVICE.fullmatch(run.device) is not None, f"device must be auto, cpu, mps, cuda or cuda:N, got {run.device!r}")
+    _require(run.logger.name in LOGGERS, f"logger.name must be one of {', '.join(LOGGERS)}, got {run.logger.name!r}")
+    _require(run.logger.mode in WANDB_MODES, f"logger.mode must be online, offline, disabled or null, got {run.logger.mode!r}")
+    _require(run.prompts is None or len(run.prompts) > 0, "prompts must not be empty (null: the model's default prompts)")
+    if run.prompt_file is not None:
+        path = Path(run.prompt_file).expanduser()
+        _require(path.is_file(), f"prompt_file={run.prompt_file}: no such file")
+        _require(bool(read_prompt_file(path)), f"prompt_file={run.prompt_file}: no prompts in it (one prompt a line)")
+    _require(run.prompts is not None or run.prompt_file is not None or model.prompts or model.digits,
+             f"model={model.name} has no default prompts: set prompts=[...] or prompt_file=...")
+
+
+def read_prompt_file(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _settle_threshold(run: RunConfig) -> None:
+    """The top-level threshold replaces the policy's own; `run.threshold` ends as the one in effect
+    (None for policies without a threshold)."""
+    from .policies import registered_policies
+
+    name = run.policy.get("name")
+    policies = registered_policies()
+    _require(name in policies, f"policy.name={name!r} is not a registered policy; registered: {', '.join(sorted(policies))}")
+    if not policies[name].uses_threshold:
+        run.threshold = None
+    elif run.threshold is not None:
+        run.policy["threshold"] = run.threshold
+    else:
+        run.threshold = run.policy.get("threshold")
+
+
+def make_run_policy(run: RunConfig):
+    """The policy the config describes (knob errors become one line)."""
+    from .policies import make_policy
+
+    knobs = {key: value for key, value in run.policy.items() if key != "name" and value is not None}
+    try:
+        return make_policy(run.policy["name"], **knobs)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"policy={run.policy['name']}: {error}") from None
+
+
+def _require(condition: Any, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)

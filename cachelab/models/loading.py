@@ -1,0 +1,85 @@
+"""Find a model's pipeline (embedded, `model.path`, or the Hugging Face cache) and load it.
+
+`locate` only reads a few small files, so a missing model fails in a moment, before anything large loads.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json", ".gguf", ".pt", ".pth")
+
+
+class WeightsNotFound(FileNotFoundError):
+    """The model's pipeline is not on this machine; the message says where it looked and what to do."""
+
+
+def locate(model) -> Path | None:
+    """The directory of `model`'s saved pipeline; None for an embedded model without `model.path`."""
+    if model.path:
+        directory = Path(model.path).expanduser().resolve()
+        _check_pipeline_dir(directory, model, f"model.path={model.path}")
+        return directory
+    if model.hub_id is None:
+        return None
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    found = try_to_load_from_cache(model.hub_id, "model_index.json", revision=model.revision)
+    if not isinstance(found, str):
+        raise WeightsNotFound(
+            f"model={model.name}: {model.hub_id} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) "
+            f"and model.path is not set. Get the weights with `hf download {model.hub_id}` "
+            f"(`huggingface-cli download {model.hub_id}` in older huggingface_hub) or set model.path=/dir "
+            "to a saved pipeline; model=digits runs offline."
+        )
+    directory = Path(found).parent
+    _check_pipeline_dir(directory, model, f"the Hugging Face cache ({directory})")
+    return directory
+
+
+def _check_pipeline_dir(directory: Path, model, where: str) -> None:
+    if model.hub_id:
+        advice = (f"get the weights with `hf download {model.hub_id}` or set model.path=/dir to a pipeline "
+                  "saved with save_pretrained; model=digits runs offline.")
+    else:
+        advice = "point model.path to a pipeline saved with save_pretrained, or drop it for the embedded model."
+    index = directory / "model_index.json"
+    if not index.is_file():
+        raise WeightsNotFound(f"model={model.name}: no model_index.json in {where}; {advice}")
+    for component, spec in json.loads(index.read_text()).items():
+        if component.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+            continue
+        folder = directory / component
+        if not folder.is_dir():
+            raise WeightsNotFound(f"model={model.name}: {where} lacks the {component}/ folder; {advice}")
+        has_config = (folder / "config.json").is_file()
+        if has_config and not any(f.name.endswith(WEIGHT_SUFFIXES) for f in folder.iterdir()):
+            raise WeightsNotFound(f"model={model.name}: {where} has no weights in {component}/ (partial download?); {advice}")
+
+
+def torch_device(name: str) -> str:
+    import torch
+
+    if name != "auto":
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_pipeline(model, device: str = "auto"):
+    """The diffusers pipeline of `model` on `device`, in `model.dtype`."""
+    import torch
+
+    directory = locate(model)
+    if directory is None:
+        from .. import zoo
+
+        pipe = zoo.load_pipeline(model.name)
+    else:
+        from diffusers import DiffusionPipeline
+
+        with warnings.catch_warnings():  # newer diffusers call it `dtype`; older ones know only `torch_dtype`
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+            pipe = DiffusionPipeline.from_pretrained(directory, torch_dtype=getattr(torch, model.dtype))
+    return pipe.to(torch_device(device))

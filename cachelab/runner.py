@@ -1,0 +1,250 @@
+"""One experiment: the uncached reference and the cached run of the same prompts and seeds, measured.
+
+Speed is timed on the first `timing.prompts` prompts: untimed warm-up, then `timing.repeats` rounds
+of one uncached and one cached pass, in alternating order so drift hits both alike. Reference
+*images* may come from the on-disk store; reference *timings* never do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import metrics
+from .config import RunConfig, make_run_policy, read_prompt_file
+from .executor import attach, detach
+from .models.loading import load_pipeline, locate
+
+log = logging.getLogger(__name__)
+REFERENCE_FORMAT = 1  # bump when the stored reference layout or its key changes
+
+
+@dataclass
+class Call:
+    """One pipeline call: a prompt, its seed and the sampling arguments."""
+
+    prompt: str
+    seed: int
+    arguments: dict
+
+    def kwargs(self) -> dict:
+        return dict(prompt=self.prompt, generator=torch.Generator("cpu").manual_seed(self.seed), **self.arguments)
+
+
+@dataclass
+class Passes:
+    """Outputs of one pass over some calls."""
+
+    images: np.ndarray
+    seconds: list[float]
+    traces: list[list] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    result: dict
+    prompts: list[str]
+    reference: np.ndarray
+    cached: np.ndarray
+    traces: list[list]
+
+
+def prompts_and_digits(run: RunConfig) -> tuple[list[str], list[int] | None]:
+    """The run's prompts and, for the digits model's default prompts, the digit each one asks for."""
+    digits = None
+    if run.prompt_file is not None:
+        prompts = read_prompt_file(Path(run.prompt_file).expanduser())
+    elif run.prompts is not None:
+        prompts = list(run.prompts)
+    elif run.model.digits is not None:
+        from .zoo import prompts_for
+
+        digits = list(run.model.digits)
+        prompts = prompts_for(digits)
+    else:
+        prompts = list(run.model.prompts)
+    if run.num_prompts is not None:
+        prompts = prompts[: run.num_prompts]
+        digits = digits and digits[: run.num_prompts]
+    return prompts, digits
+
+
+def make_calls(run: RunConfig, prompts: list[str]) -> list[Call]:
+    arguments = dict(num_inference_steps=run.steps, height=run.height, width=run.width, output_type="np")
+    if run.guidance is not None:
+        arguments[run.model.guidance_arg] = run.guidance
+    if run.num_frames is not None:
+        arguments["num_frames"] = run.num_frames
+    arguments.update(run.model.call_kwargs)
+    return [Call(prompt, run.seed + i, arguments) for i, prompt in enumerate(prompts)]
+
+
+def run_experiment(run: RunConfig) -> Outcome:
+    prompts, digits = prompts_and_digits(run)
+    calls = make_calls(run, prompts)
+    policy = make_run_policy(run)
+    pipe = load_pipeline(run.model, run.device)
+    pipe.set_progress_bar_config(disable=run.quiet, leave=False)
+    reference, from_store = reference_images(pipe, run, calls)
+    cached = generate(pipe, calls, policy, desc="cached", quiet=run.quiet)
+    timed = calls[: run.timing.prompts]
+    reference_times, cached_times, call_seconds, timed_traces, fresh = time_alternating(pipe, policy, timed, run)
+    trace = [record for generation in cached.traces for record in generation]
+    timed_trace = [record for generation in timed_traces for record in generation]
+    full_call = statistics.median(call_seconds)
+    ideal, skip_cost = metrics.ideal_speedup(timed_trace, full_call)
+    fractions = metrics.computed_fraction(trace)
+    psnr, ssim = metrics.psnr(reference, cached.images), metrics.ssim(reference, cached.images)
+    result = dict(
+        policy=run.policy["name"], model=run.model.name, threshold=run.threshold,
+        policy_params=policy.params(), steps=run.steps, num_prompts=len(calls), seed=run.seed,
+        speedup=metrics.speedup(reference_times, cached_times), ideal_speedup=ideal, skip_cost=skip_cost,
+        executor_overhead=metrics.executor_overhead(timed_trace, full_call),
+        reference_seconds=statistics.median(reference_times), cached_seconds=statistics.median(cached_times),
+        timed_prompts=len(timed), timing_repeats=run.timing.repeats,
+        psnr=metrics.mean(psnr), ssim=metrics.mean(ssim), psnr_per_prompt=psnr, ssim_per_prompt=ssim,
+        computed_fraction=fractions["all"], computed_fraction_per_branch={k: v for k, v in fractions.items() if k != "all"},
+        computed_steps=fractions["all"] * run.steps,
+        digit_accuracy=None, reference_digit_accuracy=None,
+        reference_from_store=from_store,
+        reference_drift=float(np.abs(fresh - reference[: len(timed)]).max()),
+    )
+    if digits is not None:
+        from .zoo.classifier import digit_accuracy
+
+        result["digit_accuracy"] = digit_accuracy(cached.images, digits)
+        result["reference_digit_accuracy"] = digit_accuracy(reference, digits)
+    if result["reference_drift"] > 1e-3:
+        log.warning("a fresh uncached output differs from the stored reference by %.3g: the reference store "
+                    "may be stale (reference_cache=false recomputes it)", result["reference_drift"])
+    return Outcome(result, prompts, reference, cached.images, cached.traces)
+
+
+def generate(pipe, calls: list[Call], policy=None, *, desc: str, quiet: bool) -> Passes:
+    """Run every call, cached with `policy` (attached for this pass only) or uncached."""
+    executor = attach(pipe, policy) if policy is not None else None
+    images, seconds, traces = [], [], []
+    try:
+        for call in tqdm(calls, desc=desc, disable=quiet, leave=False):
+            start = time.perf_counter()
+            output = pipe(**call.kwargs())
+            _synchronize(pipe)
+            seconds.append(time.perf_counter() - start)
+            images.append(first_sample(output))
+            traces.append(list(executor.trace) if executor else [])
+    finally:
+        if executor is not None:
+            detach(pipe)
+    return Passes(np.stack(images), seconds, traces)
+
+
+def first_sample(output) -> np.ndarray:
+    frames = getattr(output, "frames", None)
+    return np.asarray((frames if frames is not None else output.images)[0], dtype=np.float32)
+
+
+def time_alternating(pipe, policy, calls: list[Call], run: RunConfig):
+    """(uncached pass seconds, cached pass seconds, uncached transformer call seconds, cached traces,
+    the first uncached outputs) over the timed rounds."""
+    reference, cached, call_seconds, traces, fresh = [], [], [], [], None
+    rounds = run.timing.warmup + run.timing.repeats
+    for round_ in tqdm(range(rounds), desc="timing", disable=run.quiet, leave=False):
+        timed = round_ >= run.timing.warmup
+        for use_cache in ((False, True) if round_ % 2 == 0 else (True, False)):
+            if use_cache:
+                passes = generate(pipe, calls, policy, desc="cached", quiet=True)
+                if timed:
+                    cached.append(sum(passes.seconds))
+                    traces.extend(passes.traces)
+                continue
+            with call_timer(pipe.transformer) as seconds:
+                passes = generate(pipe, calls, desc="uncached", quiet=True)
+            fresh = passes.images if fresh is None else fresh
+            if timed:
+                reference.append(sum(passes.seconds))
+                call_seconds.extend(seconds)
+    return reference, cached, call_seconds, traces, fresh
+
+
+@contextlib.contextmanager
+def call_timer(module: torch.nn.Module):
+    """Collect the wall seconds of every call of `module` (forward hooks; the module is unchanged)."""
+    seconds: list[float] = []
+    starts: list[float] = []
+
+    def before(*_):
+        _synchronize_device(module)
+        starts.append(time.perf_counter())
+
+    def after(*_):
+        _synchronize_device(module)
+        seconds.append(time.perf_counter() - starts.pop())
+
+    handles = [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
+    try:
+        yield seconds
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _synchronize(pipe) -> None:
+    _synchronize_device(pipe.transformer)
+
+
+def _synchronize_device(module) -> None:
+    device = next(module.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reference_images(pipe, run: RunConfig, calls: list[Call]) -> tuple[np.ndarray, bool]:
+    """Uncached outputs of `calls`, from the store when `reference_cache` and present; (images, from_store)."""
+    path = Path(run.cache_dir).expanduser() / "references" / f"{reference_key(run, calls, pipe.device.type)}.npz"
+    if run.reference_cache and path.is_file():
+        log.info("uncached reference images from %s", path)
+        with np.load(path) as stored:
+            return stored["images"], True
+    images = generate(pipe, calls, desc="reference", quiet=run.quiet).images
+    if run.reference_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.npz")
+        np.savez_compressed(partial, images=images)
+        os.replace(partial, path)
+    return images, False
+
+
+def reference_key(run: RunConfig, calls: list[Call], device: str) -> str:
+    """Hash of everything the uncached images depend on: the model files, prompts, seeds, sampling."""
+    import diffusers
+
+    model = run.model
+    directory = locate(model) or _embedded_dir(model.name)
+    identity = dict(
+        format=REFERENCE_FORMAT, model=model.name, files=_fingerprint(directory), dtype=model.dtype,
+        device=device, calls=[(c.prompt, c.seed, sorted(c.arguments.items())) for c in calls],
+        torch=torch.__version__, diffusers=diffusers.__version__,
+    )
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def _embedded_dir(name: str) -> Path:
+    from . import zoo
+
+    return zoo.path(name)
+
+
+def _fingerprint(directory: Path) -> list:
+    return sorted((str(f.relative_to(directory)), f.stat().st_size, f.stat().st_mtime_ns)
+                  for f in directory.rglob("*") if f.is_file())
