@@ -5,6 +5,7 @@ Every mistake is reported as one `ConfigError` line, before any model loads.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,20 @@ DTYPES = ("float32", "float16", "bfloat16")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = (None, "online", "offline", "disabled")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+SWEPT_KEYS_ENV = "CACHELAB_SWEPT_KEYS"
+
+
+def swept_dirname(task_overrides) -> str:
+    """A sweep job's folder name: its overrides of the swept keys only (all of them outside a sweep)."""
+    swept = os.environ.get(SWEPT_KEYS_ENV)
+    keys = None if swept is None else set(swept.split(","))
+    chosen = [o for o in task_overrides if keys is None or o.split("=", 1)[0].lstrip("+~") in keys]
+    return ",".join(chosen).replace("/", "_") or "job"
+
+
+OmegaConf.register_new_resolver("cachelab_swept", swept_dirname, replace=True)
 
 
 class ConfigError(ValueError):
@@ -77,6 +92,7 @@ class RunConfig:
     guidance: Optional[float] = None
     num_frames: Optional[int] = None
     device: str = "auto"
+    threads: Optional[int] = None
     timing: TimingConfig = field(default_factory=TimingConfig)
     reference_cache: bool = True
     cache_dir: str = "~/.cache/cachelab"
@@ -128,6 +144,7 @@ def check_ranges(run: RunConfig) -> None:
         _require(run.num_frames >= 1 and (run.num_frames - 1) % step == 0,
                  f"num_frames={run.num_frames} does not fit model={model.name}: num_frames - 1 must be a multiple of {step}")
     _require(run.guidance is None or run.guidance >= 0, f"guidance must be >= 0 or null, got {run.guidance}")
+    _require(run.threads is None or run.threads >= 1, f"threads must be >= 1 or null, got {run.threads}")
     _require(run.num_prompts is None or run.num_prompts >= 1, f"num_prompts must be >= 1, got {run.num_prompts}")
     _require(run.timing.prompts >= 1, f"timing.prompts must be >= 1, got {run.timing.prompts}")
     _require(run.timing.repeats >= 1, f"timing.repeats must be >= 1, got {run.timing.repeats}")

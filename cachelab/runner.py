@@ -14,7 +14,7 @@ import logging
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -91,10 +91,26 @@ def make_calls(run: RunConfig, prompts: list[str]) -> list[Call]:
 
 
 def run_experiment(run: RunConfig) -> Outcome:
+    with cpu_threads(run.threads):
+        return _run_experiment(run)
+
+
+@contextlib.contextmanager
+def cpu_threads(count: int | None):
+    """torch's CPU threads for the run (1 avoids oversubscription when other processes share the cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count or previous)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_experiment(run: RunConfig) -> Outcome:
     prompts, digits = prompts_and_digits(run)
     calls = make_calls(run, prompts)
     policy = make_run_policy(run)
-    pipe = load_pipeline(run.model, run.device)
+    pipe = loaded_pipeline(run)
     pipe.set_progress_bar_config(disable=run.quiet, leave=False)
     reference, from_store = reference_images(pipe, run, calls)
     cached = generate(pipe, calls, policy, desc="cached", quiet=run.quiet)
@@ -129,6 +145,18 @@ def run_experiment(run: RunConfig) -> Outcome:
         log.warning("a fresh uncached output differs from the stored reference by %.3g: the reference store "
                     "may be stale (reference_cache=false recomputes it)", result["reference_drift"])
     return Outcome(result, prompts, reference, cached.images, cached.traces)
+
+
+_loaded: dict[str, object] = {}
+
+
+def loaded_pipeline(run: RunConfig):
+    """The run's pipeline, kept for the next job of a sweep that uses the same model (one at a time)."""
+    key = json.dumps([asdict(run.model), run.device], sort_keys=True, default=str)
+    if key not in _loaded:
+        _loaded.clear()
+        _loaded[key] = load_pipeline(run.model, run.device)
+    return _loaded[key]
 
 
 def generate(pipe, calls: list[Call], policy=None, *, desc: str, quiet: bool) -> Passes:
@@ -230,19 +258,13 @@ def reference_key(run: RunConfig, calls: list[Call], device: str) -> str:
     import diffusers
 
     model = run.model
-    directory = locate(model) or _embedded_dir(model.name)
+    directory = locate(model)
     identity = dict(
         format=REFERENCE_FORMAT, model=model.name, files=_fingerprint(directory), dtype=model.dtype,
         device=device, calls=[(c.prompt, c.seed, sorted(c.arguments.items())) for c in calls],
         torch=torch.__version__, diffusers=diffusers.__version__,
     )
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def _embedded_dir(name: str) -> Path:
-    from . import zoo
-
-    return zoo.path(name)
 
 
 def _fingerprint(directory: Path) -> list:

@@ -153,13 +153,18 @@ def scalars(result: dict) -> dict:
 
 def summary_rows(sweep_dir: Path) -> list[dict]:
     rows = []
-    for path in sorted(sweep_dir.glob("*/result.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
+    for path in sorted(sweep_dir.glob("*/result.json"), key=lambda p: _job_number(p.parent.name)):
         result = json.loads(path.read_text())
         row = {column: result.get(column) for column in SUMMARY_COLUMNS}
         row.update(job=path.parent.name, status=result.get("status", "done"),
                    policy_params=json.dumps(result.get("policy_params")) if result.get("policy_params") else None)
         rows.append(row)
     return rows
+
+
+def _job_number(name: str) -> tuple[int, str]:
+    number = name.split("_", 1)[0]
+    return (int(number) if number.isdigit() else -1, name)
 
 
 def write_summary(sweep_dir: Path) -> list[dict]:
@@ -192,7 +197,16 @@ def results_table(rows: list[dict], *, with_job: bool = False) -> str:
 
 
 class SweepSummary(Callback):
-    """At the end of a sweep, print the table of every job and where the summary files are."""
+    """Names sweep jobs after the swept keys; at the end prints the table of every job."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from .config import SWEPT_KEYS_ENV
+
+        overrides = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        swept = [o.key_or_group for o in overrides if o.is_sweep_override()]
+        os.environ[SWEPT_KEYS_ENV] = ",".join(swept + list(config.hydra.sweeper.get("params") or {}))
 
     def on_multirun_end(self, config, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -28,7 +28,7 @@ def tiny_overrides(pipeline_dir: Path, cache_dir: Path) -> list[str]:
     return [
         "model=flux", f"model.path={pipeline_dir}", "height=32", "width=32", "steps=4",
         "model.call_kwargs.max_sequence_length=16", "prompts=['a photo of a cat','a red dog']",
-        "timing.prompts=1", "timing.repeats=1", "timing.warmup=0", "logger=none", f"cache_dir={cache_dir}", "quiet=true",
+        "timing.prompts=1", "timing.repeats=1", "timing.warmup=0", "logger=none", f"cache_dir={cache_dir}", "quiet=true", "threads=1",
     ]
 
 

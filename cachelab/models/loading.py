@@ -16,14 +16,14 @@ class WeightsNotFound(FileNotFoundError):
     """The model's pipeline is not on this machine; the message says where it looked and what to do."""
 
 
-def locate(model) -> Path | None:
-    """The directory of `model`'s saved pipeline; None for an embedded model without `model.path`."""
+def locate(model) -> Path:
+    """The directory of `model`'s saved pipeline: `model.path`, the embedded checkpoint, or the HF cache."""
     if model.path:
         directory = Path(model.path).expanduser().resolve()
         _check_pipeline_dir(directory, model, f"model.path={model.path}")
         return directory
     if model.hub_id is None:
-        return None
+        return _embedded(model.name)
     from huggingface_hub import constants, try_to_load_from_cache
 
     found = try_to_load_from_cache(model.hub_id, "model_index.json", revision=model.revision)
@@ -36,6 +36,17 @@ def locate(model) -> Path | None:
         )
     directory = Path(found).parent
     _check_pipeline_dir(directory, model, f"the Hugging Face cache ({directory})")
+    return directory
+
+
+def _embedded(name: str) -> Path:
+    from .. import zoo
+
+    try:
+        directory = zoo.path(name)
+        zoo.check_checkpoint(directory)
+    except (ValueError, zoo.CheckpointError) as error:
+        raise WeightsNotFound(f"model={name}: the embedded checkpoint is not usable: {error}") from None
     return directory
 
 
@@ -72,10 +83,10 @@ def load_pipeline(model, device: str = "auto"):
     import torch
 
     directory = locate(model)
-    if directory is None:
+    if model.hub_id is None:
         from .. import zoo
 
-        pipe = zoo.load_pipeline(model.name)
+        pipe = zoo.load_pipeline(directory, torch_dtype=getattr(torch, model.dtype))
     else:
         from diffusers import DiffusionPipeline
 

@@ -1,0 +1,89 @@
+"""`python -m cachelab` in a subprocess: bad input, the documented command, a 2x2 sweep with W&B."""
+
+import json
+import time
+
+import pytest
+from test_runner_fixtures import REPO, run_cli, saved_tiny_flux, tiny_overrides
+from test_tracking import offline_run
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    return saved_tiny_flux(tmp_path_factory)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("threshold=abc", "cachelab: error: invalid config value: threshold: Value 'abc'"),
+    ("threshold=-1", "cachelab: error: threshold must be a number >= 0, got -1"),
+    ("steps=1", "cachelab: error: steps must be an integer >= 2, got 1"),
+    ("height=30", "cachelab: error: height=30 does not fit model=digits: it must be a positive multiple of 4"),
+    ("prompt_file=missing.txt", "cachelab: error: prompt_file=missing.txt: no such file"),
+    ("policy.interval=0 policy=fixed_interval", "cachelab: error: policy=fixed_interval: interval must be an integer >= 1"),
+])
+def test_bad_input_fails_with_one_line(tmp_path, override, message):
+    done = run_cli([*override.split(), "logger=none", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and done.stderr.startswith(message)
+
+
+def test_an_unknown_option_lists_the_options(tmp_path):
+    done = run_cli(["policy=nope", "logger=none"], cwd=tmp_path)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "Could not find 'policy/nope'" in done.stderr and "first_block" in done.stderr
+
+
+def test_the_documented_command_without_weights_fails_fast(tmp_path):
+    start = time.monotonic()
+    done = run_cli(["policy=first_block", "model=flux", "threshold=0.15"], cwd=tmp_path,
+                   HF_HUB_CACHE=str(tmp_path / "hub"))
+    assert time.monotonic() - start < 30
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    for words in (str(tmp_path / "hub"), "hf download black-forest-labs/FLUX.1-dev", "model.path=", "model=digits"):
+        assert words in done.stderr
+
+
+def test_the_documented_command_with_weights_runs(tmp_path, tiny_dir):
+    overrides = tiny_overrides(tiny_dir, tmp_path / "store")
+    done = run_cli(["policy=first_block", "model=flux", "threshold=0.15", *overrides, f"hydra.run.dir={tmp_path}/run"],
+                   cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert (result["policy"], result["model"], result["threshold"]) == ("first_block", "flux", 0.15)
+    assert result["config"]["model"]["path"] == str(tiny_dir) and result["versions"]["torch"]
+    assert "| first_block" in done.stdout and "| none (reference)" in done.stdout
+    assert {"trace.csv", "grid.png", "images", ".hydra"} <= {p.name for p in (tmp_path / "run").iterdir()}
+
+
+def test_a_2x2_sweep_runs_every_job_and_summarises(tmp_path, tiny_dir):
+    overrides = [o for o in tiny_overrides(tiny_dir, tmp_path / "store") if o != "logger=none"]
+    sweep = tmp_path / "sweep"
+    done = run_cli(["-m", "policy=first_block,teacache", "threshold=0.05,0.3", *overrides, "logger=wandb",
+                    f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
+    assert jobs == ["0_policy=first_block,threshold=0.05", "1_policy=first_block,threshold=0.3",
+                    "2_policy=teacache,threshold=0.05", "3_policy=teacache,threshold=0.3"]
+    results = [json.loads((sweep / job / "result.json").read_text()) for job in jobs]
+    assert [(r["policy"], r["threshold"]) for r in results] == [
+        ("first_block", 0.05), ("first_block", 0.3), ("teacache", 0.05), ("teacache", 0.3)]
+    assert sum(r["reference_from_store"] for r in results) == 3  # the reference is computed once
+    assert (sweep / "summary.csv").read_text().count("\n") == 5
+    assert "| 3_policy=teacache,threshold=0.3" in done.stdout
+    runs = [offline_run(sweep / job) for job in jobs]
+    assert all(run["exit_code"] == 0 and run["summary"]["threshold"] for run in runs)
+    assert len({run["group"] for run in runs}) == 1 and runs[0]["group"].startswith("default-")
+
+
+def test_the_default_run_on_the_embedded_model(tmp_path):
+    from cachelab import zoo
+
+    if not (zoo.path("digits") / "model_index.json").is_file():
+        pytest.skip("the embedded digits checkpoint has not landed yet")
+    done = run_cli(["num_prompts=3", "steps=8", "timing.repeats=1", "timing.warmup=0", "logger=none",
+                    f"cache_dir={tmp_path}/store", f"hydra.run.dir={tmp_path}/run"], cwd=REPO)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert (result["model"], result["policy"], result["num_prompts"]) == ("digits", "first_block", 3)
+    assert result["reference_digit_accuracy"] is not None and result["digit_accuracy"] is not None
+    assert "digit acc" in done.stdout
