@@ -1,0 +1,41 @@
+import numpy as np
+import torch
+
+import cachelab
+from cachelab import TeaCache
+from cachelab.calibrate import signal_pairs, teacache_coefficients
+from tiny import generate
+
+
+def test_pairs_are_the_input_and_output_changes_of_consecutive_steps(flux):
+    inputs, outputs = [], []
+    block = flux.transformer.transformer_blocks[0]
+    pre = block.register_forward_pre_hook(
+        lambda module, args, kwargs: inputs.append(block.norm1(kwargs["hidden_states"], emb=kwargs["temb"])[0]),
+        with_kwargs=True,
+    )
+    post = flux.transformer.register_forward_hook(lambda module, args, out: outputs.append(out[0]))
+    try:
+        x, y = signal_pairs(flux, ["a photo of a cat"], num_inference_steps=5, height=32, width=32,
+                            max_sequence_length=16, generator=torch.Generator().manual_seed(0))
+    finally:
+        pre.remove()
+        post.remove()
+
+    def changes(tensors):
+        return [((b - a).abs().mean() / a.abs().mean()).item() for a, b in zip(tensors, tensors[1:])]
+
+    assert np.allclose(x, changes(inputs), rtol=1e-5) and np.allclose(y, changes(outputs), rtol=1e-5)
+
+
+def test_fitted_coefficients_drive_teacache(flux):
+    kwargs = dict(num_inference_steps=8, height=32, width=32, max_sequence_length=16, output_type="pt")
+    coefficients = teacache_coefficients(flux, ["a photo of a cat", "a red dog"], **kwargs)
+    assert len(coefficients) == 5 and np.isfinite(coefficients).all()
+    executor = cachelab.attach(flux, TeaCache(threshold=0.2, coefficients=coefficients))
+    try:
+        image = generate(flux, steps=8)
+    finally:
+        cachelab.detach(flux)
+    assert executor.policy.coefficients == coefficients
+    assert torch.isfinite(image).all()
