@@ -53,6 +53,7 @@ class ModelConfig:
     num_frames: Optional[int] = None
     size_multiple: int = 16
     frame_multiple: Optional[int] = None
+    threads: Optional[int] = None
     digits: Optional[List[int]] = None
     prompts: Optional[List[str]] = None
     call_kwargs: Dict[str, Any] = field(default_factory=dict)

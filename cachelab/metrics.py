@@ -13,10 +13,16 @@ import numpy as np
 from skimage.metrics import mean_squared_error, peak_signal_noise_ratio, structural_similarity
 
 
-def psnr(reference: np.ndarray, cached: np.ndarray) -> list[float]:
-    """PSNR in dB of every sample (infinite where a sample is identical to its reference)."""
-    return [float("inf") if mean_squared_error(r, c) == 0 else float(peak_signal_noise_ratio(r, c, data_range=1.0))
-            for r, c in zip(reference, cached)]
+def psnr(reference: np.ndarray, cached: np.ndarray) -> float:
+    """PSNR in dB of the whole set (from the MSE over every sample): infinite only if all are identical,
+    unlike a mean of per-sample PSNRs, which one identical sample makes infinite."""
+    if mean_squared_error(reference, cached) == 0:
+        return float("inf")
+    return float(peak_signal_noise_ratio(reference, cached, data_range=1.0))
+
+
+def psnr_per_sample(reference: np.ndarray, cached: np.ndarray) -> list[float]:
+    return [psnr(r[None], c[None]) for r, c in zip(reference, cached)]
 
 
 def ssim(reference: np.ndarray, cached: np.ndarray) -> list[float]:

@@ -121,7 +121,7 @@ def _run_experiment(run: RunConfig) -> Outcome:
     full_call = statistics.median(call_seconds)
     ideal, skip_cost = metrics.ideal_speedup(timed_trace, full_call)
     fractions = metrics.computed_fraction(trace)
-    psnr, ssim = metrics.psnr(reference, cached.images), metrics.ssim(reference, cached.images)
+    ssim = metrics.ssim(reference, cached.images)
     result = dict(
         policy=run.policy["name"], model=run.model.name, threshold=run.threshold,
         policy_params=policy.params(), steps=run.steps, num_prompts=len(calls), seed=run.seed,
@@ -129,7 +129,8 @@ def _run_experiment(run: RunConfig) -> Outcome:
         executor_overhead=metrics.executor_overhead(timed_trace, full_call),
         reference_seconds=statistics.median(reference_times), cached_seconds=statistics.median(cached_times),
         timed_prompts=len(timed), timing_repeats=run.timing.repeats,
-        psnr=metrics.mean(psnr), ssim=metrics.mean(ssim), psnr_per_prompt=psnr, ssim_per_prompt=ssim,
+        psnr=metrics.psnr(reference, cached.images), ssim=metrics.mean(ssim),
+        psnr_per_prompt=metrics.psnr_per_sample(reference, cached.images), ssim_per_prompt=ssim,
         computed_fraction=fractions["all"], computed_fraction_per_branch={k: v for k, v in fractions.items() if k != "all"},
         computed_steps=fractions["all"] * run.steps,
         digit_accuracy=None, reference_digit_accuracy=None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import logging
 import math
 import netrc
 import os
@@ -21,6 +22,7 @@ from urllib.parse import urlparse
 import numpy as np
 from hydra.experimental.callback import Callback
 
+log = logging.getLogger(__name__)
 PACKAGES = ("cachelab", "torch", "diffusers", "transformers", "numpy", "scikit-image", "hydra-core", "wandb")
 TRACE_COLUMNS = ("prompt", "step", "branch", "timestep", "computed", "signal", "seconds")
 SUMMARY_COLUMNS = ("job", "status", "policy", "threshold", "policy_params", "computed_steps", "steps", "speedup",
@@ -115,11 +117,18 @@ def wandb_run(logger, *, config: dict, name: str, group: str | None, directory: 
     import wandb
 
     mode = logger.mode or os.environ.get("WANDB_MODE") or ("online" if wandb_configured() else "offline")
-    run = wandb.init(
+    start = lambda mode: wandb.init(
         project=logger.project, entity=logger.entity, group=logger.group or group, name=name, tags=list(logger.tags),
         config=config, dir=str(directory), mode=mode,
         settings=wandb.Settings(silent=quiet, console="off", init_timeout=30),
     )
+    try:
+        run = start(mode)
+    except Exception as error:  # an unreachable or misconfigured server must not cost the job
+        if mode != "online":
+            raise
+        log.warning("W&B online run failed to start (%s); logging offline instead", error)
+        run = start("offline")
     try:
         yield run
     except BaseException:

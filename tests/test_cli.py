@@ -87,3 +87,15 @@ def test_the_default_run_on_the_embedded_model(tmp_path):
     assert (result["model"], result["policy"], result["num_prompts"]) == ("digits", "first_block", 3)
     assert result["reference_digit_accuracy"] is not None and result["digit_accuracy"] is not None
     assert "digit acc" in done.stdout
+
+
+def test_a_failing_job_keeps_the_results_of_the_others(tmp_path, tiny_dir):
+    sweep = tmp_path / "sweep"
+    # FluxPipeline refuses max_sequence_length > 512 only once it runs: job 1 fails after validation
+    done = run_cli(["-m", *tiny_overrides(tiny_dir, tmp_path / "store"), "model.call_kwargs.max_sequence_length=16,600",
+                    f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert done.returncode != 0
+    rows = (sweep / "summary.csv").read_text().splitlines()
+    assert rows[1].startswith("0_model.call_kwargs.max_sequence_length=16,done,first_block")
+    assert rows[2].startswith("1_model.call_kwargs.max_sequence_length=600,failed,first_block")
+    assert "max_sequence_length" in json.loads((sweep / rows[2].split(",")[0] / "result.json").read_text())["error"]

@@ -17,9 +17,10 @@ def test_psnr_of_a_known_error_and_of_identical_images():
     reference = np.full((2, 16, 16, 3), 0.5, dtype=np.float32)
     cached = reference.copy()
     cached[0] += 0.1  # mse 0.01 -> 20 dB
-    values = metrics.psnr(reference, cached)
-    assert values[0] == pytest.approx(20.0, abs=1e-4)
-    assert math.isinf(values[1])
+    per_sample = metrics.psnr_per_sample(reference, cached)
+    assert per_sample[0] == pytest.approx(20.0, abs=1e-4) and math.isinf(per_sample[1])
+    assert metrics.psnr(reference, cached) == pytest.approx(10 * math.log10(1 / 0.005), abs=1e-4)  # mean mse 0.005
+    assert math.isinf(metrics.psnr(reference, reference))
 
 
 def test_ssim_of_images_and_videos():
