@@ -1,6 +1,9 @@
-"""Fit TeaCache's rescaling polynomial for any model, the way its authors did: over full uncached
-generations, pair the relative L1 change of the first block's modulated input (x) with that of the
-model output (y) at every step, then ``numpy.polyfit(x, y, degree)``."""
+"""Measure what TeaCache and MagCache need for a model that has no published numbers.
+
+TeaCache, the way its authors fit it: over full uncached generations, pair the relative L1 change of
+the first block's modulated input (x) with that of the model output (y) at every step, then
+``numpy.polyfit(x, y, degree)``. MagCache: per step, the mean ratio of the per-token norms of the
+residual of all blocks to those of the previous step."""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ import numpy as np
 import torch
 
 from .executor import attach, detach
+from .models.specs import Arguments
 from .policies.base import CachePolicy, Decision, StepContext, compute
+from .policies.no_cache import NoCache
 
 
 def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
@@ -66,3 +71,38 @@ def teacache_coefficients(pipe, prompts, degree: int = 4, **call_kwargs) -> list
     if len(x) <= degree:
         raise ValueError(f"{len(x)} step pairs cannot fit a degree-{degree} polynomial; use more prompts or steps")
     return np.polyfit(x, y, degree).tolist()
+
+
+def magcache_ratios(pipe, prompts, **call_kwargs) -> list[float]:
+    """Per-step magnitude ratios for ``MagCache(mag_ratios=...)``, averaged over prompts and branches."""
+    executor = attach(pipe, NoCache())
+    (first, _), (last, last_output) = executor.blocks[0], executor.blocks[-1]
+    inputs, residuals = [], []
+
+    def keep_input(block, args, kwargs):
+        inputs.append(Arguments(block, args, kwargs)["hidden_states"])
+
+    def keep_residual(block, args, output):
+        residuals.append(last_output.unpack(output)[0] - inputs[-1])
+
+    hooks = [
+        first.register_forward_pre_hook(keep_input, with_kwargs=True),
+        last.register_forward_hook(keep_residual),
+    ]
+    per_step: dict[int, list[float]] = defaultdict(list)
+    try:
+        for prompt in prompts:
+            residuals.clear()
+            pipe(prompt, **call_kwargs)
+            previous: dict[str, torch.Tensor] = {}
+            for record, residual in zip(executor.trace, residuals):
+                norm = torch.linalg.norm(residual.float(), dim=-1)
+                before = previous.get(record.branch)
+                ratio = 1.0 if before is None else (norm / (before + 1e-8)).mean().item()
+                per_step[record.step].append(ratio)
+                previous[record.branch] = norm
+    finally:
+        detach(pipe)
+        for hook in hooks:
+            hook.remove()
+    return [float(np.mean(per_step[step])) for step in sorted(per_step)]

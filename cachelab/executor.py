@@ -206,7 +206,7 @@ class StepLoopExecutor:
         block, output = self.blocks[index]
         if call.skipping:
             arguments = Arguments(block, args, kwargs)
-            return _pack(output, arguments["hidden_states"], arguments["encoder_hidden_states"])
+            return output.pack(arguments["hidden_states"], arguments["encoder_hidden_states"])
         head = self.policy.head_blocks
         if index == 0 or index == head:
             arguments = Arguments(block, args, kwargs)
@@ -221,11 +221,11 @@ class StepLoopExecutor:
             call.decision = call.branch.policy.decide(call.context)
             if not call.decision.compute:
                 call.skipping = True
-                return _pack(output, *self._reuse(call, hidden, encoder))
+                return output.pack(*self._reuse(call, hidden, encoder))
             call.reference = (hidden, encoder)
         result = original(*args, **kwargs)
         if index == len(self.blocks) - 1 and self.policy.caches:
-            self._store(call, *_unpack(output, result))
+            self._store(call, *output.unpack(result))
         return result
 
     def _reuse(self, call: _Call, hidden, encoder):
@@ -244,22 +244,6 @@ class StepLoopExecutor:
         call.branch.hidden_residual = hidden - reference_hidden
         both = encoder is not None and reference_encoder is not None
         call.branch.encoder_residual = encoder - reference_encoder if both else None
-
-
-def _pack(output: BlockOutput, hidden, encoder):
-    if output.hidden is None:
-        return hidden
-    values = [None] * (max(output.hidden, output.encoder or 0) + 1)
-    values[output.hidden] = hidden
-    if output.encoder is not None:
-        values[output.encoder] = encoder
-    return tuple(values)
-
-
-def _unpack(output: BlockOutput, result):
-    if output.hidden is None:
-        return result, None
-    return result[output.hidden], None if output.encoder is None else result[output.encoder]
 
 
 def _components(target) -> tuple[torch.nn.Module, Any]:

@@ -2,8 +2,8 @@ import numpy as np
 import torch
 
 import cachelab
-from cachelab import TeaCache
-from cachelab.calibrate import signal_pairs, teacache_coefficients
+from cachelab import MagCache, TeaCache
+from cachelab.calibrate import magcache_ratios, signal_pairs, teacache_coefficients
 from tiny import generate
 
 
@@ -39,3 +39,27 @@ def test_fitted_coefficients_drive_teacache(flux):
         cachelab.detach(flux)
     assert executor.policy.coefficients == coefficients
     assert torch.isfinite(image).all()
+
+
+def test_magcache_ratios_are_residual_norm_ratios_of_consecutive_steps(flux):
+    inputs, outputs = [], []
+    transformer = flux.transformer
+    pre = transformer.transformer_blocks[0].register_forward_pre_hook(
+        lambda m, args, kwargs: inputs.append(kwargs["hidden_states"]), with_kwargs=True
+    )
+    post = transformer.single_transformer_blocks[-1].register_forward_hook(lambda m, args, out: outputs.append(out[1]))
+    kwargs = dict(num_inference_steps=5, height=32, width=32, max_sequence_length=16)
+    try:
+        ratios = magcache_ratios(flux, ["a photo of a cat"], generator=torch.Generator().manual_seed(0), **kwargs)
+    finally:
+        pre.remove()
+        post.remove()
+    norms = [torch.linalg.norm(o - i, dim=-1) for i, o in zip(inputs, outputs)]
+    expected = [1.0] + [(b / (a + 1e-8)).mean().item() for a, b in zip(norms, norms[1:])]
+    assert np.allclose(ratios, expected, rtol=1e-5)
+    executor = cachelab.attach(flux, MagCache(threshold=0.5, retention_ratio=0.0, mag_ratios=ratios))
+    try:
+        generate(flux, steps=5)
+    finally:
+        cachelab.detach(flux)
+    assert not all(r.computed for r in executor.trace)

@@ -1,11 +1,12 @@
-"""First Block Cache against diffusers' own ``apply_first_block_cache`` on the same pipeline and seed."""
+"""cachelab's policies against diffusers' own cache hooks on the same pipeline and seed."""
 
 import pytest
 import torch
-from diffusers.hooks import FirstBlockCacheConfig
+from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig
 
 import cachelab
-from cachelab import FirstBlockCache
+from cachelab import FirstBlockCache, MagCache
+from cachelab.models.specs import FLUX_MAG_RATIOS
 from tiny import generate
 
 STEPS = 10
@@ -20,13 +21,13 @@ def last_block(transformer):
     return lists[-1][-1]
 
 
-def diffusers_decisions(pipe, threshold, kwargs):
-    """Run diffusers' First Block Cache; a call computed iff a layer inside the last block ran."""
+def diffusers_decisions(pipe, config, kwargs):
+    """Run a diffusers cache; a call computed iff a layer inside the last block ran."""
     decisions = []
     transformer = pipe.transformer
     on_call = transformer.register_forward_pre_hook(lambda *_: decisions.append(False))
     on_tail = next(last_block(transformer).children()).register_forward_pre_hook(lambda *_: decisions.__setitem__(-1, True))
-    transformer.enable_cache(FirstBlockCacheConfig(threshold=threshold))
+    transformer.enable_cache(config)
     try:
         image = generate(pipe, steps=STEPS, **kwargs)
     finally:
@@ -36,17 +37,21 @@ def diffusers_decisions(pipe, threshold, kwargs):
     return decisions, image
 
 
+def run(pipe, policy, kwargs):
+    executor = cachelab.attach(pipe, policy)
+    try:
+        return executor, generate(pipe, steps=STEPS, **kwargs)
+    finally:
+        cachelab.detach(pipe)
+
+
 @pytest.mark.parametrize("name, kwargs", MODELS)
-def test_decisions_and_images_match_diffusers(request, name, kwargs):
+def test_first_block_cache_matches_diffusers(request, name, kwargs):
     pipe = request.getfixturevalue(name)
     skipped = {}
     for threshold in THRESHOLDS:
-        expected, reference = diffusers_decisions(pipe, threshold, kwargs)
-        executor = cachelab.attach(pipe, FirstBlockCache(threshold))
-        try:
-            image = generate(pipe, steps=STEPS, **kwargs)
-        finally:
-            cachelab.detach(pipe)
+        expected, reference = diffusers_decisions(pipe, FirstBlockCacheConfig(threshold=threshold), kwargs)
+        executor, image = run(pipe, FirstBlockCache(threshold), kwargs)
         assert [r.computed for r in executor.trace] == expected, f"threshold {threshold}"
         assert (image - reference).abs().max().item() <= 1e-5
         skipped[threshold] = expected.count(False)
@@ -69,3 +74,15 @@ def test_first_call_computes_and_change_is_measured_from_the_last_computed_step(
     assert [d.compute for d in decisions] == [True, False, True, False]
     assert decisions[0].signal is None
     assert [round(d.signal, 6) for d in decisions[1:]] == [0.1, 0.2, 0.125]
+
+
+@pytest.mark.parametrize("threshold, max_skip, retention", [(0.06, 3, 0.2), (0.3, 2, 0.0), (10.0, 3, 0.2)])
+def test_magcache_matches_diffusers(flux, threshold, max_skip, retention):
+    config = MagCacheConfig(threshold=threshold, max_skip_steps=max_skip, retention_ratio=retention,
+                            num_inference_steps=STEPS, mag_ratios=list(FLUX_MAG_RATIOS))
+    expected, reference = diffusers_decisions(flux, config, {})
+    executor, image = run(flux, MagCache(threshold, max_skip, retention), {})
+    assert [r.computed for r in executor.trace] == expected
+    assert (image - reference).abs().max().item() <= 1e-5
+    if threshold == 10.0:
+        assert expected.count(False) > 0

@@ -90,6 +90,8 @@ def test_bare_transformer_finds_steps_and_generations_from_timesteps(flux, attac
 
 def test_attaching_twice_raises_and_detach_restores_bitwise_output(flux):
     plain = generate(flux)
+    modules = [flux.transformer, *flux.transformer.transformer_blocks, *flux.transformer.single_transformer_blocks]
+    own_forwards = [module.__dict__.get("forward") for module in modules]
     cachelab.attach(flux, FirstBlockCache(1.0))
     try:
         with pytest.raises(RuntimeError, match="already runs FirstBlockCache.*detach"):
@@ -97,8 +99,8 @@ def test_attaching_twice_raises_and_detach_restores_bitwise_output(flux):
         assert not torch.equal(generate(flux), plain)
     finally:
         cachelab.detach(flux)
-    assert "forward" not in flux.transformer.__dict__
-    assert all("forward" not in block.__dict__ for block in flux.transformer.transformer_blocks)
+    assert [module.__dict__.get("forward") for module in modules] == own_forwards
+    assert "_cachelab_executor" not in flux.transformer.__dict__
     assert torch.equal(generate(flux), plain)
     assert cachelab.detach(flux) is None
 

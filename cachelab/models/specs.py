@@ -15,6 +15,12 @@ HUNYUAN_VIDEO_COEFFICIENTS = (7.33226126e02, -4.01131952e02, 6.75869174e01, -3.1
 LTX_VIDEO_COEFFICIENTS = (2.14700694e01, -1.28016453e01, 2.31279151e00, 7.92487521e-01, 9.69274326e-03)
 COGVIDEOX_COEFFICIENTS = (-1.53880483e03, 8.43202495e02, -1.34363087e02, 7.97131516e00, -5.23162339e-02)
 WAN_T2V_1_3B_COEFFICIENTS = (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01)
+# Published MagCache magnitude ratios (Zehong-Ma/MagCache) for FLUX.1-dev at 28 steps.
+FLUX_MAG_RATIOS = (
+    1.0, 1.21094, 1.11719, 1.07812, 1.0625, 1.03906, 1.03125, 1.03906, 1.02344, 1.03125, 1.02344, 0.98047,
+    1.01562, 1.00781, 1.0, 1.00781, 1.0, 1.00781, 1.0, 1.0, 0.99609, 0.99609, 0.98047, 0.98828, 0.96484,
+    0.95703, 0.93359, 0.89062,
+)
 
 
 @dataclass(frozen=True)
@@ -23,6 +29,22 @@ class BlockOutput:
 
     hidden: int | None
     encoder: int | None = None
+
+    def pack(self, hidden, encoder):
+        """The block's return value for these streams."""
+        if self.hidden is None:
+            return hidden
+        values = [None] * (max(self.hidden, self.encoder or 0) + 1)
+        values[self.hidden] = hidden
+        if self.encoder is not None:
+            values[self.encoder] = encoder
+        return tuple(values)
+
+    def unpack(self, result):
+        """(hidden, encoder) from the block's return value; encoder is None for image-only blocks."""
+        if self.hidden is None:
+            return result, None
+        return result[self.hidden], None if self.encoder is None else result[self.encoder]
 
 
 IMAGE_ONLY = BlockOutput(hidden=None)
@@ -44,6 +66,7 @@ class ModelSpec:
     block_outputs: dict[str, BlockOutput]
     modulated_input: Callable[[torch.nn.Module, "Arguments"], torch.Tensor] | None = None
     teacache_coefficients: tuple[float, ...] | None = None
+    magcache_ratios: tuple[float, ...] | None = None
     timestep_argument: str = "timestep"
     notes: str = field(default="", compare=False)
 
@@ -109,6 +132,7 @@ for _spec in (
         {"FluxTransformerBlock": ENCODER_FIRST, "FluxSingleTransformerBlock": ENCODER_FIRST},
         adaln_zero_input,
         FLUX_COEFFICIENTS,
+        FLUX_MAG_RATIOS,
     ),
     ModelSpec(
         "cogview4",

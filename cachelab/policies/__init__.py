@@ -1,6 +1,7 @@
 from .base import SIGNALS, CachePolicy, Decision, StepContext, compute, reuse
 from .first_block import FirstBlockCache
 from .fixed_interval import FixedInterval
+from .magcache import MagCache
 from .no_cache import NoCache
 from .registry import make_policy, register_policy, registered_policies
 from .teacache import TeaCache
@@ -14,6 +15,7 @@ __all__ = [
     "reuse",
     "FirstBlockCache",
     "FixedInterval",
+    "MagCache",
     "NoCache",
     "TeaCache",
     "make_policy",

@@ -1,0 +1,85 @@
+"""MagCache (Ma et al., 2025): skip while the accumulated drift of calibrated residual magnitudes is small."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .base import CachePolicy, Decision, StepContext, check_number, compute, reuse
+from .registry import register_policy
+
+
+def resample(ratios: Sequence[float], length: int) -> list[float]:
+    """Nearest-neighbour resampling of calibrated per-step ratios to ``length`` steps."""
+    if length == len(ratios):
+        return list(ratios)
+    if length == 1:
+        return [ratios[-1]]
+    scale = np.float32((len(ratios) - 1) / (length - 1))
+    indices = np.round(np.arange(length, dtype=np.float32) * scale).astype(int)
+    return [ratios[i] for i in indices]
+
+
+@register_policy("magcache")
+class MagCache(CachePolicy):
+    """After the first ``retention_ratio`` of the steps, multiply the per-step magnitude ratios
+    (residual norm of step t over step t-1, from one calibration run) and add up ``|1 - product|``;
+    reuse the residual of all blocks while that error stays within ``threshold`` and at most
+    ``max_skip_steps`` steps in a row were reused. ``mag_ratios`` default to the model family's
+    published ones (FLUX); ``cachelab.calibrate.magcache_ratios`` measures them for any model."""
+
+    uses_threshold = True
+
+    def __init__(
+        self,
+        threshold: float = 0.06,
+        max_skip_steps: int = 3,
+        retention_ratio: float = 0.2,
+        mag_ratios: Sequence[float] | None = None,
+    ):
+        self.threshold = check_number("threshold", threshold)
+        self.max_skip_steps = check_number("max_skip_steps", max_skip_steps, integer=True)
+        self.retention_ratio = check_number("retention_ratio", retention_ratio)
+        self.mag_ratios = None if mag_ratios is None else [float(r) for r in mag_ratios]
+        self.reset()
+
+    def params(self):
+        return {
+            "threshold": self.threshold,
+            "max_skip_steps": self.max_skip_steps,
+            "retention_ratio": self.retention_ratio,
+            "mag_ratios": self.mag_ratios,
+        }
+
+    def for_model(self, spec) -> "MagCache":
+        if self.mag_ratios is not None:
+            return self
+        if spec.magcache_ratios is None:
+            raise ValueError(
+                f"MagCache has no published magnitude ratios for the {spec.family} family; pass "
+                "MagCache(mag_ratios=[...]) measured with cachelab.calibrate.magcache_ratios(pipe, prompts)"
+            )
+        return MagCache(self.threshold, self.max_skip_steps, self.retention_ratio, spec.magcache_ratios)
+
+    def reset(self) -> None:
+        self.ratios = None
+        self.cached = False
+        self.accumulated_ratio, self.accumulated_error, self.accumulated_steps = 1.0, 0.0, 0
+
+    def decide(self, ctx: StepContext) -> Decision:
+        num_steps = ctx.num_steps or len(self.mag_ratios)
+        if self.ratios is None:
+            self.ratios = resample(self.mag_ratios, num_steps)
+        if ctx.step >= int(self.retention_ratio * num_steps + 0.5):
+            self.accumulated_ratio *= self.ratios[ctx.step] if ctx.step < len(self.ratios) else 1.0
+            self.accumulated_steps += 1
+            self.accumulated_error += abs(1.0 - self.accumulated_ratio)
+            error = self.accumulated_error
+            if self.cached and error <= self.threshold and self.accumulated_steps <= self.max_skip_steps:
+                return reuse(error)
+            self.accumulated_ratio, self.accumulated_error, self.accumulated_steps = 1.0, 0.0, 0
+            self.cached = True
+            return compute(error)
+        self.cached = True
+        return compute()
