@@ -54,7 +54,6 @@ class Passes:
 @dataclass
 class Outcome:
     result: dict
-    prompts: list[str]
     reference: np.ndarray
     cached: np.ndarray
     traces: list[list]
@@ -114,38 +113,50 @@ def _run_experiment(run: RunConfig) -> Outcome:
     pipe.set_progress_bar_config(disable=run.quiet, leave=False)
     reference, from_store = reference_images(pipe, run, calls)
     cached = generate(pipe, calls, policy, desc="cached", quiet=run.quiet)
-    timed = calls[: run.timing.prompts]
-    reference_times, cached_times, call_seconds, timed_traces, fresh = time_alternating(pipe, policy, timed, run)
-    trace = [record for generation in cached.traces for record in generation]
-    timed_trace = [record for generation in timed_traces for record in generation]
-    full_call = statistics.median(call_seconds)
-    ideal, skip_cost = metrics.ideal_speedup(timed_trace, full_call)
-    fractions = metrics.computed_fraction(trace)
-    ssim = metrics.ssim(reference, cached.images)
+    timing = time_alternating(pipe, policy, calls[: run.timing.prompts], run)
+    drift = float(np.abs(timing.fresh - reference[: len(timing.fresh)]).max())
+    if drift > 1e-3:
+        log.warning("a fresh uncached output differs from the stored reference by %.3g: the reference store "
+                    "may be stale (reference_cache=false recomputes it)", drift)
     result = dict(
-        policy=run.policy["name"], model=run.model.name, threshold=run.threshold,
-        policy_params=policy.params(), steps=run.steps, num_prompts=len(calls), seed=run.seed,
-        speedup=metrics.speedup(reference_times, cached_times), ideal_speedup=ideal, skip_cost=skip_cost,
-        executor_overhead=metrics.executor_overhead(timed_trace, full_call),
-        reference_seconds=statistics.median(reference_times), cached_seconds=statistics.median(cached_times),
-        timed_prompts=len(timed), timing_repeats=run.timing.repeats,
-        psnr=metrics.psnr(reference, cached.images), ssim=metrics.mean(ssim),
-        psnr_per_prompt=metrics.psnr_per_sample(reference, cached.images), ssim_per_prompt=ssim,
-        computed_fraction=fractions["all"], computed_fraction_per_branch={k: v for k, v in fractions.items() if k != "all"},
-        computed_steps=fractions["all"] * run.steps,
-        digit_accuracy=None, reference_digit_accuracy=None,
-        reference_from_store=from_store,
-        reference_drift=float(np.abs(fresh - reference[: len(timed)]).max()),
+        policy=run.policy["name"], model=run.model.name, threshold=run.threshold, policy_params=policy.params(),
+        steps=run.steps, num_prompts=len(calls), seed=run.seed, prompts=prompts,
+        **speed_figures(timing, run), **decision_figures(cached.traces, run.steps),
+        **quality_figures(reference, cached.images, digits),
+        reference_from_store=from_store, reference_drift=drift,
     )
+    return Outcome(result, reference, cached.images, cached.traces)
+
+
+def speed_figures(timing: Timing, run: RunConfig) -> dict:
+    trace = [record for generation in timing.traces for record in generation]
+    full_call = statistics.median(timing.call_seconds)
+    ideal, skip_cost = metrics.ideal_speedup(trace, full_call)
+    return dict(
+        speedup=metrics.speedup(timing.reference, timing.cached), ideal_speedup=ideal, skip_cost=skip_cost,
+        executor_overhead=metrics.executor_overhead(trace, full_call),
+        reference_seconds=statistics.median(timing.reference), cached_seconds=statistics.median(timing.cached),
+        timed_prompts=len(timing.fresh), timing_repeats=run.timing.repeats,
+    )
+
+
+def decision_figures(traces: list[list], steps: int) -> dict:
+    """Computed share of the transformer calls, overall and per branch; computed_steps = overall share x steps."""
+    fractions = metrics.computed_fraction(record for generation in traces for record in generation)
+    overall = fractions.pop("all")
+    return dict(computed_fraction=overall, computed_fraction_per_branch=fractions, computed_steps=overall * steps)
+
+
+def quality_figures(reference: np.ndarray, cached: np.ndarray, digits: list[int] | None) -> dict:
+    ssim = metrics.ssim(reference, cached)
+    figures = dict(psnr=metrics.psnr(reference, cached), ssim=metrics.mean(ssim),
+                   psnr_per_prompt=metrics.psnr_per_sample(reference, cached), ssim_per_prompt=ssim,
+                   digit_accuracy=None, reference_digit_accuracy=None)
     if digits is not None:
         from .zoo.classifier import digit_accuracy
 
-        result["digit_accuracy"] = digit_accuracy(cached.images, digits)
-        result["reference_digit_accuracy"] = digit_accuracy(reference, digits)
-    if result["reference_drift"] > 1e-3:
-        log.warning("a fresh uncached output differs from the stored reference by %.3g: the reference store "
-                    "may be stale (reference_cache=false recomputes it)", result["reference_drift"])
-    return Outcome(result, prompts, reference, cached.images, cached.traces)
+        figures.update(digit_accuracy=digit_accuracy(cached, digits), reference_digit_accuracy=digit_accuracy(reference, digits))
+    return figures
 
 
 _loaded: dict[str, object] = {}
@@ -183,27 +194,37 @@ def first_sample(output) -> np.ndarray:
     return np.asarray((frames if frames is not None else output.images)[0], dtype=np.float32)
 
 
-def time_alternating(pipe, policy, calls: list[Call], run: RunConfig):
-    """(uncached pass seconds, cached pass seconds, uncached transformer call seconds, cached traces,
-    the first uncached outputs) over the timed rounds."""
-    reference, cached, call_seconds, traces, fresh = [], [], [], [], None
-    rounds = run.timing.warmup + run.timing.repeats
-    for round_ in tqdm(range(rounds), desc="timing", disable=run.quiet, leave=False):
+@dataclass
+class Timing:
+    """Timed rounds: seconds of each uncached and cached pass, of each uncached transformer call,
+    the cached passes' traces, and the first uncached outputs (to check the stored reference)."""
+
+    reference: list[float] = field(default_factory=list)
+    cached: list[float] = field(default_factory=list)
+    call_seconds: list[float] = field(default_factory=list)
+    traces: list[list] = field(default_factory=list)
+    fresh: np.ndarray | None = None
+
+
+def time_alternating(pipe, policy, calls: list[Call], run: RunConfig) -> Timing:
+    timing = Timing()
+    pipe.set_progress_bar_config(disable=True)
+    for round_ in tqdm(range(run.timing.warmup + run.timing.repeats), desc="timing", disable=run.quiet, leave=False):
         timed = round_ >= run.timing.warmup
         for use_cache in ((False, True) if round_ % 2 == 0 else (True, False)):
             if use_cache:
                 passes = generate(pipe, calls, policy, desc="cached", quiet=True)
                 if timed:
-                    cached.append(sum(passes.seconds))
-                    traces.extend(passes.traces)
+                    timing.cached.append(sum(passes.seconds))
+                    timing.traces.extend(passes.traces)
                 continue
             with call_timer(pipe.transformer) as seconds:
                 passes = generate(pipe, calls, desc="uncached", quiet=True)
-            fresh = passes.images if fresh is None else fresh
+            timing.fresh = passes.images if timing.fresh is None else timing.fresh
             if timed:
-                reference.append(sum(passes.seconds))
-                call_seconds.extend(seconds)
-    return reference, cached, call_seconds, traces, fresh
+                timing.reference.append(sum(passes.seconds))
+                timing.call_seconds.extend(seconds)
+    return timing
 
 
 @contextlib.contextmanager
