@@ -116,6 +116,7 @@ def wandb_run(logger, *, config: dict, name: str, group: str | None, directory: 
         return
     import wandb
 
+    directory.mkdir(parents=True, exist_ok=True)
     mode = logger.mode or os.environ.get("WANDB_MODE") or ("online" if wandb_configured() else "offline")
     start = lambda mode: wandb.init(
         project=logger.project, entity=logger.entity, group=logger.group or group, name=name, tags=list(logger.tags),

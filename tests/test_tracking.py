@@ -1,6 +1,7 @@
 """Local results (result.json, summary) and the offline W&B run, read back from its files."""
 
 import json
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,8 +32,16 @@ def wandb_records(run_file: Path, block: int = 32768):
             yield record
 
 
-def offline_run(directory: Path) -> dict:
-    """Summary, config keys, group, history keys and exit code of the one offline run under `directory`."""
+def offline_run(directory: Path, timeout: float = 10.0) -> dict:
+    """Summary, config keys, group, history keys and exit code of the one offline run under `directory`
+    (waiting for the exit record: wandb's service may still be writing when `finish()` returns)."""
+    deadline = time.monotonic() + timeout
+    while "exit_code" not in (found := read_offline_run(directory)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found
+
+
+def read_offline_run(directory: Path) -> dict:
     (run_file,) = directory.glob("wandb/offline-run-*/run-*.wandb")
     found = {"summary": {}, "history": set()}
     for record in wandb_records(run_file):
