@@ -1,0 +1,65 @@
+"""Embedded trained checkpoints (cachelab's default model) and their offline loader.
+
+    from cachelab import zoo
+    pipe = zoo.load_pipeline()                  # the digits FluxPipeline, 32x32, offline
+    images = pipe(zoo.prompts_for([3, 7])).images
+    zoo.digit_accuracy(images, [3, 7])
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cachelab.zoo.checkpoint import CheckpointError, check_checkpoint
+from cachelab.zoo.classifier import classify_digits, digit_accuracy
+from cachelab.zoo.data import CALL_DEFAULTS, DIGIT_PROMPT, prompts_for
+
+_ROOT = Path(__file__).parent
+MODELS = ("digits",)
+
+__all__ = [
+    "CALL_DEFAULTS", "DIGIT_PROMPT", "MODELS", "CheckpointError", "check_checkpoint", "classify_digits",
+    "digit_accuracy", "load_pipeline", "path", "prompts_for",
+]
+
+
+def path(name: str = "digits") -> Path:
+    """Directory of the embedded checkpoint `name`."""
+    if name not in MODELS:
+        raise ValueError(f"unknown zoo model {name!r}; available: {', '.join(MODELS)}")
+    return _ROOT / name
+
+
+def _resolve(name_or_dir: str | os.PathLike) -> Path:
+    if isinstance(name_or_dir, str) and name_or_dir in MODELS:
+        return path(name_or_dir)
+    if isinstance(name_or_dir, os.PathLike) or os.sep in name_or_dir:
+        return Path(name_or_dir)
+    return path(name_or_dir)  # raises, listing the names
+
+
+def load_pipeline(name: str | os.PathLike = "digits", torch_dtype=None):
+    """Load a zoo model (or a copy of one, given its directory) offline as a FluxPipeline.
+
+    The result is a `DigitsFluxPipeline`, a FluxPipeline subclass whose call defaults are CALL_DEFAULTS,
+    so `pipe(prompt)` produces 32x32 images with the prompt length the model was trained on.
+    """
+    import warnings
+
+    import torch
+
+    from cachelab.zoo.digits_model import DigitsFluxPipeline
+
+    root = _resolve(name)
+    check_checkpoint(root)
+    try:
+        with warnings.catch_warnings():  # newer diffusers prefer `dtype=`, older ones only know `torch_dtype=`
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+            pipe = DigitsFluxPipeline.from_pretrained(
+                root, torch_dtype=torch_dtype or torch.float32, local_files_only=True, low_cpu_mem_usage=False
+            )
+    except Exception as err:
+        raise CheckpointError(f"failed to load the checkpoint in {root}: {err}") from err
+    pipe.default_sample_size = CALL_DEFAULTS["height"] // pipe.vae_scale_factor
+    return pipe
