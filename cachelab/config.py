@@ -72,7 +72,7 @@ class LoggerConfig:
 @dataclass
 class TimingConfig:
     prompts: int = 2
-    repeats: int = 3
+    repeats: int = 5
     warmup: int = 1
 
 

@@ -28,6 +28,7 @@ from .models.loading import load_pipeline, locate
 
 log = logging.getLogger(__name__)
 REFERENCE_FORMAT = 1  # bump when the stored reference layout or its key changes
+NOISY_SPREAD = 1.5  # slowest / fastest timed pass of one kind above which the speedup is flagged
 
 
 @dataclass
@@ -132,11 +133,15 @@ def speed_figures(timing: Timing, run: RunConfig) -> dict:
     trace = [record for generation in timing.traces for record in generation]
     full_call = statistics.median(timing.call_seconds)
     ideal, skip_cost = metrics.ideal_speedup(trace, full_call)
+    spread = max(max(times) / min(times) for times in (timing.reference, timing.cached))
+    if spread > NOISY_SPREAD:
+        log.warning("timed passes of the same kind differ by x%.1f: something else is using the machine and the "
+                    "speedup is unreliable (more timing.repeats, or threads=1 on a shared CPU, help)", spread)
     return dict(
         speedup=metrics.speedup(timing.reference, timing.cached), ideal_speedup=ideal, skip_cost=skip_cost,
         executor_overhead=metrics.executor_overhead(trace, full_call),
         reference_seconds=statistics.median(timing.reference), cached_seconds=statistics.median(timing.cached),
-        timed_prompts=len(timing.fresh), timing_repeats=run.timing.repeats,
+        timed_prompts=len(timing.fresh), timing_repeats=run.timing.repeats, timing_spread=spread,
     )
 
 
