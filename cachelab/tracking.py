@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import logging
 import math
@@ -180,12 +181,20 @@ def _job_number(name: str) -> tuple[int, str]:
 def write_summary(sweep_dir: Path) -> list[dict]:
     """summary.csv and summary.md of every job of the sweep that has written its result.json."""
     rows = summary_rows(sweep_dir)
-    with (sweep_dir / "summary.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=SUMMARY_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    (sweep_dir / "summary.md").write_text(results_table(rows, with_job=True) + "\n")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=SUMMARY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _replace(sweep_dir / "summary.csv", table.getvalue())
+    _replace(sweep_dir / "summary.md", results_table(rows, with_job=True) + "\n")
     return rows
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write through a temporary file, so a reader (or a parallel job) never sees half a file."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(text)
+    os.replace(partial, path)
 
 
 def results_table(rows: list[dict], *, with_job: bool = False) -> str:
