@@ -1,11 +1,16 @@
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import tiny  # noqa: E402
+
+# Tiny models gain nothing from a second thread, and two threads slow down badly when anything else
+# shares the cores.
+torch.set_num_threads(1)
 
 
 def _quiet(pipe):
