@@ -1,6 +1,6 @@
 """`python -m cachelab [-m] [overrides]`: each job runs the uncached reference and the cached run.
 
-Configs live in the repo's conf/ (see `python -m cachelab --help` and docs/cli.md).
+Configs live in the repo's conf/ (see `python -m cachelab --help` and README.md).
 """
 
 from __future__ import annotations
