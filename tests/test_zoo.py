@@ -13,15 +13,6 @@ from cachelab import zoo
 from cachelab.zoo.data import load_digits_8x8, upsample
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two torch threads crawl when other processes share the two CI cores; one thread does not.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def pipe():
     pipe = zoo.load_pipeline()
@@ -131,3 +122,22 @@ def test_loader_errors_name_the_checkpoint(copy):
     config.write_text(json.dumps(dict(json.loads(config.read_text()), attention_head_dim=16, axes_dims_rope=[4, 6, 6])))
     with pytest.raises(zoo.CheckpointError, match=str(copy)):
         zoo.load_pipeline(copy)
+
+
+def test_teacache_and_magcache_use_the_numbers_measured_on_the_model(pipe):
+    import cachelab
+    from cachelab.models.specs import FLUX_COEFFICIENTS, FLUX_MAG_RATIOS
+
+    measured = json.loads((zoo.path() / "calibration.json").read_text())
+    for policy, attribute, key in [
+        (cachelab.TeaCache(0.2), "coefficients", "teacache_coefficients"),
+        (cachelab.MagCache(0.1), "mag_ratios", "magcache_ratios"),
+    ]:
+        executor = cachelab.attach(pipe, policy)
+        cachelab.detach(pipe)
+        assert getattr(executor.policy, attribute) == measured[key]
+    plain = zoo.load_pipeline(calibrated=False)
+    executor = cachelab.attach(plain, cachelab.TeaCache(0.2))
+    cachelab.detach(plain)
+    assert executor.policy.coefficients == list(FLUX_COEFFICIENTS)
+    assert len(measured["magcache_ratios"]) == 28 and FLUX_MAG_RATIOS != tuple(measured["magcache_ratios"])

@@ -1,3 +1,3 @@
-from .specs import Arguments, BlockOutput, ModelSpec, known_families, register_spec, spec_for
+from .specs import Arguments, BlockOutput, ModelSpec, known_families, register_spec, spec_for, use_calibration
 
-__all__ = ["Arguments", "BlockOutput", "ModelSpec", "known_families", "register_spec", "spec_for"]
+__all__ = ["Arguments", "BlockOutput", "ModelSpec", "known_families", "register_spec", "spec_for", "use_calibration"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Callable
 
@@ -202,8 +202,22 @@ def known_families() -> list[str]:
     return [spec.family for spec in _SPECS]
 
 
+_OWN_SPEC = "_cachelab_spec"
+
+
+def use_calibration(transformer: torch.nn.Module, **numbers) -> ModelSpec:
+    """Give this transformer instance its own calibrated numbers (``teacache_coefficients=``,
+    ``magcache_ratios=``) instead of the published ones of its family; returns its spec."""
+    spec = replace(spec_for(transformer), **{key: tuple(value) for key, value in numbers.items()})
+    transformer.__dict__[_OWN_SPEC] = spec
+    return spec
+
+
 def spec_for(transformer: torch.nn.Module) -> ModelSpec:
-    """The spec of a transformer, matched by class name along its class hierarchy."""
+    """The spec of a transformer: its own (``use_calibration``), else its family's by class name."""
+    own = transformer.__dict__.get(_OWN_SPEC)
+    if own is not None:
+        return own
     for cls in type(transformer).__mro__:
         for spec in _SPECS:
             if cls.__name__ in spec.transformer_classes:

@@ -39,11 +39,13 @@ def _resolve(name_or_dir: str | os.PathLike) -> Path:
     return path(name_or_dir)  # raises, listing the names
 
 
-def load_pipeline(name: str | os.PathLike = "digits", torch_dtype=None):
+def load_pipeline(name: str | os.PathLike = "digits", torch_dtype=None, calibrated: bool = True):
     """Load a zoo model (or a copy of one, given its directory) offline as a FluxPipeline.
 
     The result is a `DigitsFluxPipeline`, a FluxPipeline subclass whose call defaults are CALL_DEFAULTS,
-    so `pipe(prompt)` produces 32x32 images with the prompt length the model was trained on.
+    so `pipe(prompt)` produces 32x32 images with the prompt length the model was trained on. With
+    `calibrated`, TeaCache and MagCache use the numbers measured on this model (`calibration.json`)
+    instead of the published FLUX.1-dev ones.
     """
     import warnings
 
@@ -62,4 +64,13 @@ def load_pipeline(name: str | os.PathLike = "digits", torch_dtype=None):
     except Exception as err:
         raise CheckpointError(f"failed to load the checkpoint in {root}: {err}") from err
     pipe.default_sample_size = CALL_DEFAULTS["height"] // pipe.vae_scale_factor
+    calibration = root / "calibration.json"
+    if calibrated and calibration.is_file():
+        import json
+
+        from cachelab.models import use_calibration
+
+        numbers = json.loads(calibration.read_text())
+        use_calibration(pipe.transformer, teacache_coefficients=numbers["teacache_coefficients"],
+                        magcache_ratios=numbers["magcache_ratios"])
     return pipe

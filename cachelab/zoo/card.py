@@ -114,6 +114,16 @@ min-max over seeds), PSNR against the uncached images (mean per image), digit ac
 | ---: | ---: | ---: | ---: | ---: |
 | uncached | 28 | inf | {accuracy:.2f} | {seconds_10x28:.2f} |
 {fbc}
+{calibration}"""
+
+CALIBRATION = """
+## Calibration
+
+FLUX.1-dev's published TeaCache coefficients and MagCache ratios do not describe this model, so
+`calibration.json` holds numbers measured on it ({data}; `{command}`), which `cachelab.zoo.load_pipeline` hands to the
+executor (`load_pipeline(calibrated=False)` or plain `FluxPipeline.from_pretrained` keep the FLUX ones).
+TeaCache coefficients (highest degree first, `numpy.polyfit` of the output change against the modulated
+input change): {coefficients}. MagCache ratios, steps 0-27: {ratios}.
 """
 
 
@@ -138,6 +148,18 @@ def _components(folder: Path, params: dict) -> str:
                "text_encoder_2": "T5EncoderModel"}
     return "\n".join(f"| {n} | `{classes[n]}` | {params[n]:,} | {_mb(folder / n):.2f} MB | {shapes[n]} |"
                      for n in params)
+
+
+def _calibration(folder: Path) -> str:
+    file = folder / "calibration.json"
+    if not file.is_file():
+        return ""
+    numbers = json.loads(file.read_text())
+    return CALIBRATION.format(
+        data=numbers["data"], command=numbers["command"],
+        coefficients=", ".join(f"{c:.6g}" for c in numbers["teacache_coefficients"]),
+        ratios=", ".join(f"{r:.4f}" for r in numbers["magcache_ratios"]),
+    )
 
 
 def write_card(folder: Path, m: dict) -> None:
@@ -174,6 +196,6 @@ def write_card(folder: Path, m: dict) -> None:
         seeds=m["seeds"], accuracy=m["accuracy"], accuracy_cfg3=m["accuracy_cfg3"], cpu=m["cpu"],
         torch=m["torch"], threads=m["threads"], seconds_10x28=main["seconds_10x28"], fastest=fastest,
         speed="\n".join(speed),
-        dynamics="\n".join(rows), fbc="\n".join(fbc),
+        dynamics="\n".join(rows), fbc="\n".join(fbc), calibration=_calibration(folder),
     )
     (folder / "README.md").write_text(text)
