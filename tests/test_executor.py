@@ -117,3 +117,25 @@ def test_attach_rejects_what_is_not_a_policy(flux):
     with pytest.raises(TypeError, match="CachePolicy instance"):
         cachelab.attach(flux, "first_block")
     assert "_cachelab_executor" not in flux.transformer.__dict__
+
+
+def test_attach_refuses_a_transformer_with_a_diffusers_cache(flux):
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    flux.transformer.enable_cache(FirstBlockCacheConfig(threshold=0.1))
+    try:
+        with pytest.raises(RuntimeError, match="diffusers cache enabled.*disable_cache"):
+            cachelab.attach(flux, NoCache())
+    finally:
+        flux.transformer.disable_cache()
+
+
+@pytest.mark.parametrize(
+    "attributes, message",
+    [({"signals": ("attention_map",)}, "unknown signals"), ({"head_blocks": 99}, "wants 99 head blocks")],
+)
+def test_a_policy_asking_for_what_the_model_cannot_give_is_refused(flux, attributes, message):
+    policy_class = type("Demanding", (cachelab.CachePolicy,), {"decide": lambda self, ctx: None, **attributes})
+    with pytest.raises(ValueError, match=message):
+        cachelab.attach(flux, policy_class())
+    assert "_cachelab_executor" not in flux.transformer.__dict__
