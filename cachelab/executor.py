@@ -61,12 +61,20 @@ class StepLoopExecutor:
     policy, then runs the remaining blocks or applies the branch's cached residual.
     """
 
-    def __init__(self, transformer: torch.nn.Module, policy: CachePolicy, scheduler=None, num_steps: int | None = None):
+    def __init__(
+        self,
+        transformer: torch.nn.Module,
+        policy: CachePolicy,
+        scheduler=None,
+        num_steps: int | None = None,
+        synchronize: bool = False,
+    ):
         if not isinstance(policy, CachePolicy):
             raise TypeError(
                 f"policy must be a CachePolicy instance such as FirstBlockCache(threshold=0.2), got {policy!r}"
             )
         self.transformer, self.scheduler, self.num_steps = transformer, scheduler, num_steps
+        self.synchronize = synchronize
         self.spec = spec_for(transformer)
         self.policy = policy.for_model(self.spec)
         self.blocks = self._collect_blocks()
@@ -181,9 +189,13 @@ class StepLoopExecutor:
             branch.policy.reset()
         context = StepContext(branch.step, self._steps_in_generation(), name, timestep)
         call = self._call = _Call(branch, context)
+        if self.synchronize:
+            synchronize_device(self.transformer)
         start = time.perf_counter()
         try:
             result = original(*args, **kwargs)
+            if self.synchronize:
+                synchronize_device(self.transformer)
         finally:
             self._call = None
         seconds = time.perf_counter() - start
@@ -246,6 +258,13 @@ class StepLoopExecutor:
         call.branch.encoder_residual = encoder - reference_encoder if both else None
 
 
+def synchronize_device(module: torch.nn.Module) -> None:
+    """Wait for the module's CUDA device, so that wall time measures the work (a no-op on the CPU)."""
+    device = next(module.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _components(target) -> tuple[torch.nn.Module, Any]:
     transformer = getattr(target, "transformer", None)
     if transformer is not None:
@@ -255,9 +274,15 @@ def _components(target) -> tuple[torch.nn.Module, Any]:
     raise TypeError(f"attach expects a diffusers pipeline with a .transformer, or a transformer; got {type(target).__name__}")
 
 
-def attach(target, policy: CachePolicy, *, num_steps: int | None = None) -> StepLoopExecutor:
+def attach(
+    target, policy: CachePolicy, *, num_steps: int | None = None, synchronize: bool = False
+) -> StepLoopExecutor:
     """Run ``policy`` on a diffusers pipeline (or a bare transformer); returns the executor, whose
-    ``trace`` holds one record per transformer call of the last generation."""
+    ``trace`` holds one record per transformer call of the last generation.
+
+    ``num_steps`` tells a bare transformer how many steps a generation has (a pipeline's scheduler
+    says so itself). ``synchronize=True`` waits for the GPU around every transformer call, so that
+    the trace's ``seconds`` are the call's device time rather than its launch time."""
     transformer, scheduler = _components(target)
     existing = transformer.__dict__.get(_ATTRIBUTE)
     if existing is not None:
@@ -268,7 +293,7 @@ def attach(target, policy: CachePolicy, *, num_steps: int | None = None) -> Step
         raise RuntimeError(
             f"{type(transformer).__name__} has a diffusers cache enabled; call transformer.disable_cache() first"
         )
-    executor = StepLoopExecutor(transformer, policy, scheduler, num_steps).install()
+    executor = StepLoopExecutor(transformer, policy, scheduler, num_steps, synchronize).install()
     transformer.__dict__[_ATTRIBUTE] = executor
     return executor
 

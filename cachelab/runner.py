@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .config import RunConfig, make_run_policy, read_prompt_file
-from .executor import attach, detach
+from .executor import attach, detach, synchronize_device
 from .models.loading import load_pipeline, locate
 
 log = logging.getLogger(__name__)
@@ -178,13 +178,13 @@ def loaded_pipeline(run: RunConfig):
 
 def generate(pipe, calls: list[Call], policy=None, *, desc: str, quiet: bool) -> Passes:
     """Run every call, cached with `policy` (attached for this pass only) or uncached."""
-    executor = attach(pipe, policy) if policy is not None else None
+    executor = attach(pipe, policy, synchronize=True) if policy is not None else None
     images, seconds, traces = [], [], []
     try:
         for call in tqdm(calls, desc=desc, disable=quiet, leave=False):
             start = time.perf_counter()
             output = pipe(**call.kwargs())
-            _synchronize(pipe)
+            synchronize_device(pipe.transformer)
             seconds.append(time.perf_counter() - start)
             images.append(first_sample(output))
             traces.append(list(executor.trace) if executor else [])
@@ -239,11 +239,11 @@ def call_timer(module: torch.nn.Module):
     starts: list[float] = []
 
     def before(*_):
-        _synchronize_device(module)
+        synchronize_device(module)
         starts.append(time.perf_counter())
 
     def after(*_):
-        _synchronize_device(module)
+        synchronize_device(module)
         seconds.append(time.perf_counter() - starts.pop())
 
     handles = [module.register_forward_pre_hook(before), module.register_forward_hook(after)]
@@ -252,16 +252,6 @@ def call_timer(module: torch.nn.Module):
     finally:
         for handle in handles:
             handle.remove()
-
-
-def _synchronize(pipe) -> None:
-    _synchronize_device(pipe.transformer)
-
-
-def _synchronize_device(module) -> None:
-    device = next(module.parameters()).device
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def reference_images(pipe, run: RunConfig, calls: list[Call]) -> tuple[np.ndarray, bool]:
