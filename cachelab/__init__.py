@@ -5,6 +5,7 @@ from .models.specs import ModelSpec, register_spec
 from .policies import (
     CachePolicy,
     Decision,
+    DualBlockCache,
     FirstBlockCache,
     FixedInterval,
     MagCache,
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CachePolicy",
     "Decision",
+    "DualBlockCache",
     "FirstBlockCache",
     "FixedInterval",
     "MagCache",

@@ -110,9 +110,11 @@ class StepLoopExecutor:
             raise ValueError(f"{self.policy!r} asks for unknown signals {sorted(unknown)}; known: {SIGNALS}")
         if "modulated_input" in self.policy.signals and self.spec.modulated_input is None:
             raise ValueError(f"the {self.spec.family} spec defines no modulated input for {self.policy!r}")
-        if not 0 <= self.policy.head_blocks < len(self.blocks):
+        head, tail = self.policy.head_blocks, self.policy.tail_blocks
+        if head < 0 or tail < 0 or head + tail >= len(self.blocks):
             raise ValueError(
-                f"{self.policy!r} wants {self.policy.head_blocks} head blocks; this model has {len(self.blocks)}"
+                f"{self.policy!r} wants {head} head and {tail} tail blocks; this model has {len(self.blocks)} "
+                "blocks, and at least one must lie between them"
             )
 
     def install(self) -> "StepLoopExecutor":
@@ -216,7 +218,8 @@ class StepLoopExecutor:
         if call is None:
             return original(*args, **kwargs)
         block, output = self.blocks[index]
-        if call.skipping:
+        tail_start = len(self.blocks) - self.policy.tail_blocks
+        if call.skipping and index < tail_start:
             arguments = Arguments(block, args, kwargs)
             return output.pack(arguments["hidden_states"], arguments["encoder_hidden_states"])
         head = self.policy.head_blocks
@@ -235,8 +238,12 @@ class StepLoopExecutor:
                 call.skipping = True
                 return output.pack(*self._reuse(call, hidden, encoder))
             call.reference = (hidden, encoder)
+        storing = self.policy.caches and not call.skipping
+        if storing and self.policy.tail_blocks and index == tail_start:
+            arguments = Arguments(block, args, kwargs)
+            self._store(call, arguments["hidden_states"], arguments["encoder_hidden_states"])
         result = original(*args, **kwargs)
-        if index == len(self.blocks) - 1 and self.policy.caches:
+        if storing and not self.policy.tail_blocks and index == len(self.blocks) - 1:
             self._store(call, *output.unpack(result))
         return result
 

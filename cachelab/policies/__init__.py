@@ -1,4 +1,5 @@
 from .base import SIGNALS, CachePolicy, Decision, StepContext, compute, reuse
+from .dual_block import DualBlockCache
 from .first_block import FirstBlockCache
 from .fixed_interval import FixedInterval
 from .magcache import MagCache
@@ -13,6 +14,7 @@ __all__ = [
     "StepContext",
     "compute",
     "reuse",
+    "DualBlockCache",
     "FirstBlockCache",
     "FixedInterval",
     "MagCache",

@@ -76,6 +76,8 @@ class CachePolicy(abc.ABC):
     signals: ClassVar[tuple[str, ...]] = ()
     #: Blocks that always run before ``decide`` (1 for residual-based signals such as First Block Cache).
     head_blocks: ClassVar[int] = 0
+    #: Last blocks that run on reused steps too; the cache then holds the residual of the blocks between.
+    tail_blocks: ClassVar[int] = 0
     #: Whether the policy reads the top-level ``threshold`` of a config.
     uses_threshold: ClassVar[bool] = False
     #: False for policies that never reuse, so the executor stores no residuals for them.
