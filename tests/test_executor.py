@@ -132,7 +132,7 @@ def test_attach_refuses_a_transformer_with_a_diffusers_cache(flux):
 
 @pytest.mark.parametrize(
     "attributes, message",
-    [({"signals": ("attention_map",)}, "unknown signals"), ({"head_blocks": 99}, "wants 99 head blocks")],
+    [({"signals": ("attention_map",)}, "unknown signals"), ({"head_blocks": 99}, "wants 99 head and 0 tail blocks")],
 )
 def test_a_policy_asking_for_what_the_model_cannot_give_is_refused(flux, attributes, message):
     policy_class = type("Demanding", (cachelab.CachePolicy,), {"decide": lambda self, ctx: None, **attributes})
