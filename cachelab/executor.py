@@ -58,7 +58,8 @@ class StepLoopExecutor:
     It wraps the transformer's and its blocks' ``forward`` (and, when given, the scheduler's
     ``set_timesteps``/``step`` and the transformer's ``cache_context``) to know the step and the CFG
     branch of every call, computes the signals the policy asked for, runs the head blocks, asks the
-    policy, then runs the remaining blocks or applies the branch's cached residual.
+    policy, then runs the remaining blocks or applies the branch's cached residual (and runs the
+    policy's tail blocks, if any).
     """
 
     def __init__(
