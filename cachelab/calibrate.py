@@ -14,12 +14,8 @@ import torch
 
 from .executor import attach, detach
 from .models.specs import Arguments
-from .policies.base import CachePolicy, Decision, StepContext, compute
+from .policies.base import CachePolicy, Decision, StepContext, compute, relative_l1
 from .policies.no_cache import NoCache
-
-
-def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
-    return ((current - previous).abs().mean() / previous.abs().mean()).item()
 
 
 class _ModulatedInputProbe(CachePolicy):

@@ -104,6 +104,11 @@ class CachePolicy(abc.ABC):
         return {}
 
 
+def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
+    """mean|current - previous| / mean|previous|: the change measure of First Block Cache and TeaCache."""
+    return ((current - previous).abs().mean() / previous.abs().mean()).item()
+
+
 def check_number(name: str, value: Any, *, minimum: float = 0.0, integer: bool = False) -> Any:
     """Validate a numeric hyper-parameter early, with a message that says what would work."""
     kind = "an integer" if integer else "a number"

@@ -1,6 +1,6 @@
 """First Block Cache (ParaAttention; the rule of diffusers' ``FirstBlockCacheConfig``)."""
 
-from .base import CachePolicy, Decision, StepContext, check_number, compute, reuse
+from .base import CachePolicy, Decision, StepContext, check_number, compute, relative_l1, reuse
 from .registry import register_policy
 
 
@@ -29,7 +29,7 @@ class FirstBlockCache(CachePolicy):
         if previous is None:
             self.last_computed_residual = residual
             return compute()
-        change = ((residual - previous).abs().mean() / previous.abs().mean()).item()
+        change = relative_l1(residual, previous)
         if change > self.threshold:
             self.last_computed_residual = residual
             return compute(change)

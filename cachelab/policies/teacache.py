@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .base import CachePolicy, Decision, StepContext, check_number, compute, reuse
+from .base import CachePolicy, Decision, StepContext, check_number, compute, relative_l1, reuse
 from .registry import register_policy
 
 
@@ -57,7 +57,7 @@ class TeaCache(CachePolicy):
         if previous is None or ctx.is_first or ctx.is_last:
             self.accumulated = 0.0
             return compute()
-        change = ((current - previous).abs().mean() / previous.abs().mean()).item()
+        change = relative_l1(current, previous)
         self.accumulated += rescale(self.coefficients, change)
         if self.accumulated < self.threshold:
             return reuse(change)

@@ -19,6 +19,7 @@ from diffusers.hooks import FirstBlockCacheConfig
 from skimage.metrics import peak_signal_noise_ratio
 
 from cachelab import zoo
+from cachelab.policies.base import relative_l1
 from cachelab.zoo.card import write_card
 
 STEPS = 28
@@ -41,7 +42,7 @@ def accuracy(pipe, **kwargs) -> tuple[float, list[np.ndarray]]:
 
 def rel_change(seq: list[torch.Tensor]) -> list[float]:
     """mean|x_t - x_{t-1}| / mean|x_{t-1}| for t = 1..T-1 (First Block Cache's measure)."""
-    return [((b - a).abs().mean() / a.abs().mean()).item() for a, b in zip(seq, seq[1:])]
+    return [relative_l1(b, a) for a, b in zip(seq, seq[1:])]
 
 
 def dynamics(pipe) -> dict:
