@@ -41,6 +41,7 @@ class ConfigError(ValueError):
 @dataclass
 class ModelConfig:
     name: str = MISSING
+    family: Optional[str] = None
     hub_id: Optional[str] = None
     path: Optional[str] = None
     revision: Optional[str] = None
@@ -120,7 +121,7 @@ def validate(cfg: DictConfig, *, check_weights: bool = True) -> RunConfig:
         raise ConfigError(f"invalid config value: {key}{str(error.msg).splitlines()[0]}") from None
     check_ranges(run)
     _settle_threshold(run)
-    make_run_policy(run)
+    check_policy_fits_model(run, make_run_policy(run))
     if check_weights:
         from .models.loading import WeightsNotFound, locate
 
@@ -181,6 +182,18 @@ def _settle_threshold(run: RunConfig) -> None:
         run.policy["threshold"] = run.threshold
     else:
         run.threshold = run.policy.get("threshold")
+
+
+def check_policy_fits_model(run: RunConfig, policy) -> None:
+    """Model-dependent defaults (TeaCache's coefficients, MagCache's ratios) exist for the model's family."""
+    if run.model.family is None:
+        return
+    from .models.specs import spec_by_family
+
+    try:
+        policy.for_model(spec_by_family(run.model.family))
+    except ValueError as error:
+        raise ConfigError(f"policy={run.policy['name']} on model={run.model.name}: {error}") from None
 
 
 def make_run_policy(run: RunConfig):

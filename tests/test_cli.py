@@ -20,6 +20,9 @@ def tiny_dir(tmp_path_factory):
     ("height=30", "cachelab: error: height=30 does not fit model=digits: it must be a positive multiple of 4"),
     ("prompt_file=missing.txt", "cachelab: error: prompt_file=missing.txt: no such file"),
     ("policy.interval=0 policy=fixed_interval", "cachelab: error: policy=fixed_interval: interval must be an integer >= 1"),
+    ("policy=teacache model=cogview4",
+     "cachelab: error: policy=teacache on model=cogview4: TeaCache has no published coefficients for the cogview4"),
+    ("policy=magcache model=wan", "cachelab: error: policy=magcache on model=wan: MagCache has no published magnitude"),
 ])
 def test_bad_input_fails_with_one_line(tmp_path, override, message):
     done = run_cli([*override.split(), "logger=none", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)

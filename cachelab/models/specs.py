@@ -202,6 +202,13 @@ def known_families() -> list[str]:
     return [spec.family for spec in _SPECS]
 
 
+def spec_by_family(family: str) -> ModelSpec:
+    for spec in _SPECS:
+        if spec.family == family:
+            return spec
+    raise ValueError(f"unknown model family {family!r}; known: {', '.join(known_families())}")
+
+
 _OWN_SPEC = "_cachelab_spec"
 
 

@@ -58,7 +58,8 @@ class MagCache(CachePolicy):
         if spec.magcache_ratios is None:
             raise ValueError(
                 f"MagCache has no published magnitude ratios for the {spec.family} family; pass "
-                "MagCache(mag_ratios=[...]) measured with cachelab.calibrate.magcache_ratios(pipe, prompts)"
+                "MagCache(mag_ratios=[...]) (policy.mag_ratios=[...] on the command line) measured with "
+                "cachelab.calibrate.magcache_ratios(pipe, prompts)"
             )
         return MagCache(self.threshold, self.max_skip_steps, self.retention_ratio, spec.magcache_ratios)
 

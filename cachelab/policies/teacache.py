@@ -42,8 +42,8 @@ class TeaCache(CachePolicy):
         if spec.teacache_coefficients is None:
             raise ValueError(
                 f"TeaCache has no published coefficients for the {spec.family} family; pass "
-                "TeaCache(coefficients=[...]) (fit them from uncached runs, highest degree first), "
-                "or coefficients=[1.0, 0.0] to accumulate the raw relative change."
+                "TeaCache(coefficients=[...]) (policy.coefficients=[...] on the command line; fit them with "
+                "cachelab.calibrate.teacache_coefficients), or coefficients=[1.0, 0.0] for the raw relative change"
             )
         return TeaCache(self.threshold, spec.teacache_coefficients)
 
