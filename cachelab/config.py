@@ -5,6 +5,7 @@ Every mistake is reported as one `ConfigError` line, before any model loads.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -173,6 +174,7 @@ def _settle_threshold(run: RunConfig) -> None:
     (None for policies without a threshold)."""
     from .policies import registered_policies
 
+    _import_policy_module(run)
     name = run.policy.get("name")
     policies = registered_policies()
     _require(name in policies, f"policy.name={name!r} is not a registered policy; registered: {', '.join(sorted(policies))}")
@@ -182,6 +184,17 @@ def _settle_threshold(run: RunConfig) -> None:
         run.policy["threshold"] = run.threshold
     else:
         run.threshold = run.policy.get("threshold")
+
+
+def _import_policy_module(run: RunConfig) -> None:
+    """`policy.module`: a module to import first, where a user's own policy registers itself."""
+    module = run.policy.get("module")
+    if module is None:
+        return
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        raise ConfigError(f"policy.module={module}: cannot import it ({error})") from None
 
 
 def check_policy_fits_model(run: RunConfig, policy) -> None:
@@ -200,7 +213,7 @@ def make_run_policy(run: RunConfig):
     """The policy the config describes (knob errors become one line)."""
     from .policies import make_policy
 
-    knobs = {key: value for key, value in run.policy.items() if key != "name" and value is not None}
+    knobs = {key: value for key, value in run.policy.items() if key not in ("name", "module") and value is not None}
     try:
         return make_policy(run.policy["name"], **knobs)
     except (TypeError, ValueError) as error:

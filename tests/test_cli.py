@@ -79,10 +79,6 @@ def test_a_2x2_sweep_runs_every_job_and_summarises(tmp_path, tiny_dir):
 
 
 def test_the_default_run_on_the_embedded_model(tmp_path):
-    from cachelab import zoo
-
-    if not (zoo.path("digits") / "model_index.json").is_file():
-        pytest.skip("the embedded digits checkpoint has not landed yet")
     done = run_cli(["num_prompts=3", "steps=8", "timing.repeats=1", "timing.warmup=0", "logger=none",
                     f"cache_dir={tmp_path}/store", f"hydra.run.dir={tmp_path}/run"], cwd=REPO)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -102,3 +98,21 @@ def test_a_failing_job_keeps_the_results_of_the_others(tmp_path, tiny_dir):
     assert rows[1].startswith("0_model.call_kwargs.max_sequence_length=16,done,first_block")
     assert rows[2].startswith("1_model.call_kwargs.max_sequence_length=600,failed,first_block")
     assert "max_sequence_length" in json.loads((sweep / rows[2].split(",")[0] / "result.json").read_text())["error"]
+
+
+def test_a_users_own_policy_runs_from_its_own_config_folder(tmp_path):
+    (tmp_path / "my_policies.py").write_text(
+        "from cachelab import CachePolicy, compute, register_policy, reuse\n\n"
+        "@register_policy('skip_every_third')\n"
+        "class SkipEveryThird(CachePolicy):\n"
+        "    def decide(self, ctx):\n"
+        "        return reuse() if ctx.step % 3 == 2 else compute()\n"
+    )
+    (tmp_path / "my_conf" / "policy").mkdir(parents=True)
+    (tmp_path / "my_conf" / "policy" / "skip_every_third.yaml").write_text("name: skip_every_third\nmodule: my_policies\n")
+    done = run_cli([f"hydra.searchpath=[file://{tmp_path}/my_conf]", "policy=skip_every_third", "num_prompts=2",
+                    "steps=6", "timing.repeats=1", "timing.warmup=0", "logger=none", f"cache_dir={tmp_path}/store",
+                    f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["policy"] == "skip_every_third" and result["computed_steps"] == 4
