@@ -128,7 +128,7 @@ def test_teacache_and_magcache_use_the_numbers_measured_on_the_model(pipe):
     import cachelab
     from cachelab.models.specs import FLUX_COEFFICIENTS, FLUX_MAG_RATIOS
 
-    measured = json.loads((zoo.path() / "calibration.json").read_text())
+    measured = zoo.read_calibration(zoo.path())
     for policy, attribute, key in [
         (cachelab.TeaCache(0.2), "coefficients", "teacache_coefficients"),
         (cachelab.MagCache(0.1), "mag_ratios", "magcache_ratios"),

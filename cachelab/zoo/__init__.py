@@ -17,6 +17,7 @@ from cachelab.zoo.data import CALL_DEFAULTS, DIGIT_PROMPT, prompts_for
 
 _ROOT = Path(__file__).parent
 MODELS = ("digits",)
+CALIBRATION_FILE = "calibration.json"
 
 __all__ = [
     "CALL_DEFAULTS", "DIGIT_PROMPT", "MODELS", "CheckpointError", "check_checkpoint", "classify_digits",
@@ -64,13 +65,18 @@ def load_pipeline(name: str | os.PathLike = "digits", torch_dtype=None, calibrat
     except Exception as err:
         raise CheckpointError(f"failed to load the checkpoint in {root}: {err}") from err
     pipe.default_sample_size = CALL_DEFAULTS["height"] // pipe.vae_scale_factor
-    calibration = root / "calibration.json"
-    if calibrated and calibration.is_file():
-        import json
-
+    numbers = read_calibration(root) if calibrated else None
+    if numbers is not None:
         from cachelab.models import use_calibration
 
-        numbers = json.loads(calibration.read_text())
         use_calibration(pipe.transformer, teacache_coefficients=numbers["teacache_coefficients"],
                         magcache_ratios=numbers["magcache_ratios"])
     return pipe
+
+
+def read_calibration(root: Path) -> dict | None:
+    """The numbers measured on the checkpoint in `root` (`calibrate_digits`), if it has them."""
+    import json
+
+    file = Path(root) / CALIBRATION_FILE
+    return json.loads(file.read_text()) if file.is_file() else None

@@ -12,9 +12,7 @@ import json
 import torch
 
 from cachelab.calibrate import magcache_ratios, teacache_coefficients
-from cachelab.zoo import load_pipeline, path, prompts_for
-
-CALIBRATION_FILE = "calibration.json"
+from cachelab.zoo import CALIBRATION_FILE, load_pipeline, path, prompts_for
 
 
 def calibrate(seeds: int, steps: int = 28) -> dict:

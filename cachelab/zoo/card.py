@@ -151,10 +151,11 @@ def _components(folder: Path, params: dict) -> str:
 
 
 def _calibration(folder: Path) -> str:
-    file = folder / "calibration.json"
-    if not file.is_file():
+    from cachelab.zoo import read_calibration
+
+    numbers = read_calibration(folder)
+    if numbers is None:
         return ""
-    numbers = json.loads(file.read_text())
     return CALIBRATION.format(
         data=numbers["data"], command=numbers["command"],
         coefficients=", ".join(f"{c:.6g}" for c in numbers["teacache_coefficients"]),
