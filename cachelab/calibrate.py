@@ -1,9 +1,11 @@
-"""Measure what TeaCache and MagCache need for a model that has no published numbers.
+"""Measure what calibrated policies need for a model that has no published numbers.
 
 TeaCache, the way its authors fit it: over full uncached generations, pair the relative L1 change of
 the first block's modulated input (x) with that of the model output (y) at every step, then
 ``numpy.polyfit(x, y, degree)``. MagCache: per step, the mean ratio of the per-token norms of the
-residual of all blocks to those of the previous step."""
+residual of all blocks to those of the previous step. The learned policy: the Gram matrix of those
+residuals over the calibration generations gives, by least squares, each skipped step's forecast
+weights, and by a dynamic programme the schedule of computed steps (``cachelab.schedules``)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ import torch
 from .executor import attach, detach
 from .models.specs import Arguments
 from .policies.base import CachePolicy, Decision, StepContext, compute, relative_l1
+from .policies.learned import Learned
 from .policies.no_cache import NoCache
+from .schedules import Plan, best_plan, estimator, gram
 
 
 class _ModulatedInputProbe(CachePolicy):
@@ -102,3 +106,33 @@ def magcache_ratios(pipe, prompts, **call_kwargs) -> list[float]:
         for hook in hooks:
             hook.remove()
     return [float(np.mean(per_step[step])) for step in sorted(per_step)]
+
+
+def residual_gram(pipe, prompts, **call_kwargs) -> np.ndarray:
+    """The Gram matrix of the residual of all blocks between every pair of steps, summed over one
+    uncached generation per prompt and over its CFG branches."""
+    executor = attach(pipe, NoCache())
+    total = None
+    try:
+        for prompt in prompts:
+            for steps in executor.rehearse(lambda: pipe(prompt, **call_kwargs)).values():
+                g = gram(steps)
+                total = g if total is None else total + g
+    finally:
+        detach(pipe)
+    return total
+
+
+def learned_plans(pipe, prompts, budgets, history: int = 2, **call_kwargs) -> dict[int, Plan]:
+    """For each budget, the schedule and forecast weights of ``Learned`` (see ``learned_policy``)."""
+    g = residual_gram(pipe, prompts, **call_kwargs)
+    fitted = estimator("fitted", history, g)
+    return {budget: best_plan(g, budget, fitted, history) for budget in budgets}
+
+
+def learned_policy(pipe, prompts, budget: int, history: int = 2, **call_kwargs) -> Learned:
+    """A ready ``Learned`` policy for ``pipe``: ``budget`` computed steps chosen, and the forecast of each
+    other step fitted (least squares over the last ``history`` computed residuals), on uncached
+    generations of ``prompts`` with ``call_kwargs`` (use prompts or seeds you will not evaluate on)."""
+    plan = learned_plans(pipe, prompts, [budget], history, **call_kwargs)[budget]
+    return Learned(budget, plans={budget: plan})

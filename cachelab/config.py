@@ -87,6 +87,7 @@ class RunConfig:
     threshold: Optional[float] = None
     prompts: Optional[List[str]] = None
     prompt_file: Optional[str] = None
+    calibration_file: Optional[str] = None
     num_prompts: Optional[int] = None
     seed: int = 0
     steps: int = 28
@@ -198,15 +199,32 @@ def _import_policy_module(run: RunConfig) -> None:
 
 
 def check_policy_fits_model(run: RunConfig, policy) -> None:
-    """Model-dependent defaults (TeaCache's coefficients, MagCache's ratios) exist for the model's family."""
+    """The numbers a calibrated policy needs (TeaCache's coefficients, a learned schedule) exist for the
+    model: published for its family, shipped beside its weights, or in `calibration_file`."""
     if run.model.family is None:
         return
-    from .models.specs import spec_by_family
+    from .calibration import numbers_for
 
     try:
-        policy.for_model(spec_by_family(run.model.family))
+        policy.for_model(numbers_for(policy, run.model.family, shipped_calibration(run)), run.model.family)
     except ValueError as error:
         raise ConfigError(f"policy={run.policy['name']} on model={run.model.name}: {error}") from None
+
+
+def shipped_calibration(run: RunConfig) -> dict:
+    """Numbers measured on the run's model: `calibration.json` beside its weights, then `calibration_file`."""
+    from .calibration import read_calibration
+    from .models.loading import WeightsNotFound, locate
+
+    try:
+        numbers = read_calibration(locate(run.model))
+    except WeightsNotFound:
+        numbers = {}
+    if run.calibration_file is not None:
+        path = Path(run.calibration_file).expanduser()
+        _require(path.is_file(), f"calibration_file={run.calibration_file}: no such file")
+        numbers = {**numbers, **read_calibration(path.parent, path.name)}
+    return numbers
 
 
 def make_run_policy(run: RunConfig):

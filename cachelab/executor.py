@@ -6,11 +6,13 @@ import contextlib
 import copy
 import functools
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from .calibration import measured, numbers_for
 from .models.specs import Arguments, BlockOutput, spec_for
 from .policies.base import SIGNALS, CachePolicy, Decision, StepContext, as_float, compute
 
@@ -36,10 +38,12 @@ class StepRecord:
 
 @dataclass
 class _Branch:
+    """One CFG branch's policy copy, step counter and kept residuals (newest first)."""
+
     policy: CachePolicy
     step: int = 0
-    hidden_residual: torch.Tensor | None = None
-    encoder_residual: torch.Tensor | None = None
+    residuals: deque = field(default_factory=deque)  # (hidden, encoder or None) per kept computed step
+    computed_steps: deque = field(default_factory=deque)
 
 
 @dataclass
@@ -77,7 +81,7 @@ class StepLoopExecutor:
         self.transformer, self.scheduler, self.num_steps = transformer, scheduler, num_steps
         self.synchronize = synchronize
         self.spec = spec_for(transformer)
-        self.policy = policy.for_model(self.spec)
+        self.policy = policy.for_model(numbers_for(policy, self.spec.family, measured(transformer)), self.spec.family)
         self.blocks = self._collect_blocks()
         self._check_policy()
         self.trace: list[StepRecord] = []
@@ -87,6 +91,7 @@ class StepLoopExecutor:
         self._calls_since_step = 0
         self._last_timestep: float | None = None
         self._patches: list[tuple[Any, str, Any]] = []
+        self._rehearsal: dict[str, list[torch.Tensor]] | None = None
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -111,6 +116,8 @@ class StepLoopExecutor:
             raise ValueError(f"{self.policy!r} asks for unknown signals {sorted(unknown)}; known: {SIGNALS}")
         if "modulated_input" in self.policy.signals and self.spec.modulated_input is None:
             raise ValueError(f"the {self.spec.family} spec defines no modulated input for {self.policy!r}")
+        if not (isinstance(self.policy.history, int) and self.policy.history >= 1):
+            raise ValueError(f"{self.policy!r} keeps history={self.policy.history!r} residuals; it must be an integer >= 1")
         head, tail = self.policy.head_blocks, self.policy.tail_blocks
         if head < 0 or tail < 0 or head + tail >= len(self.blocks):
             raise ValueError(
@@ -188,9 +195,11 @@ class StepLoopExecutor:
         name = self._branch_name(timestep)
         branch = self._branches.get(name)
         if branch is None:
-            branch = self._branches[name] = _Branch(copy.deepcopy(self.policy))
+            history = self.policy.history
+            branch = self._branches[name] = _Branch(copy.deepcopy(self.policy), 0, deque(maxlen=history), deque(maxlen=history))
             branch.policy.reset()
-        context = StepContext(branch.step, self._steps_in_generation(), name, timestep)
+        context = StepContext(branch.step, self._steps_in_generation(), name, timestep,
+                              computed_steps=tuple(branch.computed_steps))
         call = self._call = _Call(branch, context)
         if self.synchronize:
             synchronize_device(self.transformer)
@@ -234,12 +243,12 @@ class StepLoopExecutor:
             hidden, encoder = arguments["hidden_states"], arguments["encoder_hidden_states"]
             if "head_residual" in self.policy.signals:
                 call.context.signals["head_residual"] = hidden - call.input_hidden
-            call.decision = call.branch.policy.decide(call.context)
+            call.decision = compute() if self._rehearsal is not None else call.branch.policy.decide(call.context)
             if not call.decision.compute:
                 call.skipping = True
                 return output.pack(*self._reuse(call, hidden, encoder))
             call.reference = (hidden, encoder)
-        storing = self.policy.caches and not call.skipping
+        storing = (self.policy.caches or self._rehearsal is not None) and not call.skipping
         if storing and self.policy.tail_blocks and index == tail_start:
             arguments = Arguments(block, args, kwargs)
             self._store(call, arguments["hidden_states"], arguments["encoder_hidden_states"])
@@ -249,21 +258,54 @@ class StepLoopExecutor:
         return result
 
     def _reuse(self, call: _Call, hidden, encoder):
-        branch = call.branch
-        if branch.hidden_residual is None:
+        kept = call.branch.residuals
+        if not kept:
             raise RuntimeError(
                 f"{self.policy!r} chose to reuse at step {call.context.step} of branch "
                 f"{call.context.branch!r}, but nothing is cached yet: a policy must compute before it reuses"
             )
-        if branch.encoder_residual is not None and encoder is not None:
-            encoder = encoder + branch.encoder_residual
-        return hidden + branch.hidden_residual, encoder
+        weights = call.decision.weights
+        if weights is None or len(weights) > len(kept):
+            hidden_residual, encoder_residual = kept[0]
+        else:
+            hidden_residual = combine(weights, [h for h, _ in kept])
+            encoder_residual = None if kept[0][1] is None else combine(weights, [e for _, e in kept])
+        if encoder_residual is not None and encoder is not None:
+            encoder = encoder + encoder_residual
+        return hidden + hidden_residual, encoder
 
     def _store(self, call: _Call, hidden, encoder) -> None:
         reference_hidden, reference_encoder = call.reference
-        call.branch.hidden_residual = hidden - reference_hidden
         both = encoder is not None and reference_encoder is not None
-        call.branch.encoder_residual = encoder - reference_encoder if both else None
+        hidden_residual = hidden - reference_hidden
+        if self._rehearsal is not None:
+            self._rehearsal.setdefault(call.context.branch, []).append(hidden_residual)
+        call.branch.residuals.appendleft((hidden_residual, encoder - reference_encoder if both else None))
+        call.branch.computed_steps.appendleft(call.context.step)
+
+    def rehearse(self, generate) -> dict[str, list[torch.Tensor]]:
+        """Run ``generate()`` (a pipeline call) computing every step, and return the residual of all
+        blocks at every step, per branch; a ``rehearses`` policy (``Oracle``) plans the next generation
+        from them."""
+        if self.policy.head_blocks or self.policy.tail_blocks:
+            raise ValueError(f"{self.policy!r} has head or tail blocks; a rehearsal records the residual of all blocks")
+        self._rehearsal = {}
+        try:
+            generate()
+            residuals = self._rehearsal
+        finally:
+            self._rehearsal = None
+        if self.policy.rehearses:
+            self.policy.plan(residuals)
+        return residuals
+
+
+def combine(weights, tensors):
+    """sum(w * t) over the first len(weights) tensors."""
+    total = tensors[0] * weights[0]
+    for weight, tensor in zip(weights[1:], tensors[1:]):
+        total = total + tensor * weight
+    return total
 
 
 def synchronize_device(module: torch.nn.Module) -> None:

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import metrics
+from .calibration import use_calibration_file
 from .config import RunConfig, make_run_policy, read_prompt_file
 from .executor import attach, detach, synchronize_device
 from .models.loading import load_pipeline, locate
@@ -169,10 +170,13 @@ _loaded: dict[str, object] = {}
 
 def loaded_pipeline(run: RunConfig):
     """The run's pipeline, kept for the next job of a sweep that uses the same model (one at a time)."""
-    key = json.dumps([asdict(run.model), run.device], sort_keys=True, default=str)
+    key = json.dumps([asdict(run.model), run.device, run.calibration_file], sort_keys=True, default=str)
     if key not in _loaded:
         _loaded.clear()
-        _loaded[key] = load_pipeline(run.model, run.device)
+        pipe = _loaded[key] = load_pipeline(run.model, run.device)
+        if run.calibration_file is not None:
+            path = Path(run.calibration_file).expanduser()
+            use_calibration_file(pipe.transformer, path.parent, path.name)
     return _loaded[key]
 
 

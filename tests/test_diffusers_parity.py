@@ -6,7 +6,7 @@ from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig
 
 import cachelab
 from cachelab import FirstBlockCache, MagCache
-from cachelab.models.specs import FLUX_MAG_RATIOS
+from cachelab.policies.magcache import FLUX_MAG_RATIOS
 from tiny import generate
 
 STEPS = 10

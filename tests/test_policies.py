@@ -6,7 +6,9 @@ import torch
 
 import cachelab
 from cachelab import CachePolicy, FixedInterval, NoCache, StepContext, TeaCache, compute, reuse
-from cachelab.models.specs import FLUX_COEFFICIENTS
+from cachelab.policies.teacache import PUBLISHED_COEFFICIENTS
+
+FLUX_COEFFICIENTS = PUBLISHED_COEFFICIENTS["flux"]
 from cachelab.policies import make_policy, register_policy, registered_policies
 from tiny import generate
 

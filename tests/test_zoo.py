@@ -126,18 +126,17 @@ def test_loader_errors_name_the_checkpoint(copy):
 
 def test_teacache_and_magcache_use_the_numbers_measured_on_the_model(pipe):
     import cachelab
-    from cachelab.models.specs import FLUX_COEFFICIENTS, FLUX_MAG_RATIOS
+    from cachelab.policies.magcache import FLUX_MAG_RATIOS
+    from cachelab.policies.teacache import PUBLISHED_COEFFICIENTS
+    from cachelab.calibration import read_calibration
 
-    measured = zoo.read_calibration(zoo.path())
-    for policy, attribute, key in [
-        (cachelab.TeaCache(0.2), "coefficients", "teacache_coefficients"),
-        (cachelab.MagCache(0.1), "mag_ratios", "magcache_ratios"),
-    ]:
+    measured = read_calibration(zoo.path())
+    for policy, attribute in [(cachelab.TeaCache(0.2), "coefficients"), (cachelab.MagCache(0.1), "mag_ratios")]:
         executor = cachelab.attach(pipe, policy)
         cachelab.detach(pipe)
-        assert getattr(executor.policy, attribute) == measured[key]
+        assert getattr(executor.policy, attribute) == measured[policy.name][attribute]
     plain = zoo.load_pipeline(calibrated=False)
     executor = cachelab.attach(plain, cachelab.TeaCache(0.2))
     cachelab.detach(plain)
-    assert executor.policy.coefficients == list(FLUX_COEFFICIENTS)
-    assert len(measured["magcache_ratios"]) == 28 and FLUX_MAG_RATIOS != tuple(measured["magcache_ratios"])
+    assert executor.policy.coefficients == list(PUBLISHED_COEFFICIENTS["flux"])
+    assert len(measured["magcache"]["mag_ratios"]) == 28 and FLUX_MAG_RATIOS != tuple(measured["magcache"]["mag_ratios"])

@@ -79,8 +79,11 @@ def torch_device(name: str) -> str:
 
 
 def load_pipeline(model, device: str = "auto"):
-    """The diffusers pipeline of `model` on `device`, in `model.dtype`."""
+    """The diffusers pipeline of `model` on `device`, in `model.dtype`, with the numbers of a
+    `calibration.json` beside its weights given to its transformer (`cachelab.calibration`)."""
     import torch
+
+    from ..calibration import use_calibration_file
 
     directory = locate(model)
     if model.hub_id is None:
@@ -93,4 +96,5 @@ def load_pipeline(model, device: str = "auto"):
         with warnings.catch_warnings():  # newer diffusers call it `dtype`; older ones know only `torch_dtype`
             warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
             pipe = DiffusionPipeline.from_pretrained(directory, torch_dtype=getattr(torch, model.dtype))
+        use_calibration_file(pipe.transformer, directory)
     return pipe.to(torch_device(device))

@@ -9,20 +9,6 @@ from typing import Callable
 
 import torch
 
-# Published TeaCache coefficients (ali-vilab/TeaCache), highest degree first.
-FLUX_COEFFICIENTS = (4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00, 2.64230861e-01)
-HUNYUAN_VIDEO_COEFFICIENTS = (7.33226126e02, -4.01131952e02, 6.75869174e01, -3.14987800e00, 9.61237896e-02)
-LTX_VIDEO_COEFFICIENTS = (2.14700694e01, -1.28016453e01, 2.31279151e00, 7.92487521e-01, 9.69274326e-03)
-COGVIDEOX_COEFFICIENTS = (-1.53880483e03, 8.43202495e02, -1.34363087e02, 7.97131516e00, -5.23162339e-02)
-WAN_T2V_1_3B_COEFFICIENTS = (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01)
-# Published MagCache magnitude ratios (Zehong-Ma/MagCache) for FLUX.1-dev at 28 steps.
-FLUX_MAG_RATIOS = (
-    1.0, 1.21094, 1.11719, 1.07812, 1.0625, 1.03906, 1.03125, 1.03906, 1.02344, 1.03125, 1.02344, 0.98047,
-    1.01562, 1.00781, 1.0, 1.00781, 1.0, 1.00781, 1.0, 1.0, 0.99609, 0.99609, 0.98047, 0.98828, 0.96484,
-    0.95703, 0.93359, 0.89062,
-)
-
-
 @dataclass(frozen=True)
 class BlockOutput:
     """Where a block returns its streams: tuple indices, or ``hidden=None`` for a bare tensor."""
@@ -65,8 +51,6 @@ class ModelSpec:
     block_lists: tuple[str, ...]
     block_outputs: dict[str, BlockOutput]
     modulated_input: Callable[[torch.nn.Module, "Arguments"], torch.Tensor] | None = None
-    teacache_coefficients: tuple[float, ...] | None = None
-    magcache_ratios: tuple[float, ...] | None = None
     timestep_argument: str = "timestep"
     notes: str = field(default="", compare=False)
 
@@ -131,8 +115,6 @@ for _spec in (
         ("transformer_blocks", "single_transformer_blocks"),
         {"FluxTransformerBlock": ENCODER_FIRST, "FluxSingleTransformerBlock": ENCODER_FIRST},
         adaln_zero_input,
-        FLUX_COEFFICIENTS,
-        FLUX_MAG_RATIOS,
     ),
     ModelSpec(
         "cogview4",
@@ -140,7 +122,6 @@ for _spec in (
         ("transformer_blocks",),
         {"CogView4TransformerBlock": HIDDEN_FIRST},
         cogview4_input,
-        notes="No published TeaCache coefficients; fit them with calibration or pass coefficients=.",
     ),
     ModelSpec(
         "sd3",
@@ -155,8 +136,6 @@ for _spec in (
         ("blocks",),
         {"WanTransformerBlock": IMAGE_ONLY},
         timestep_embedding_input,
-        WAN_T2V_1_3B_COEFFICIENTS,
-        notes="TeaCache coefficients are those published for Wan2.1 T2V-1.3B (timestep-embedding signal).",
     ),
     ModelSpec(
         "hunyuan_video",
@@ -169,7 +148,6 @@ for _spec in (
             "HunyuanVideoTokenReplaceSingleTransformerBlock": HIDDEN_FIRST,
         },
         adaln_zero_input,
-        HUNYUAN_VIDEO_COEFFICIENTS,
     ),
     ModelSpec(
         "ltx_video",
@@ -177,7 +155,6 @@ for _spec in (
         ("transformer_blocks",),
         {"LTXVideoTransformerBlock": IMAGE_ONLY},
         ltx_input,
-        LTX_VIDEO_COEFFICIENTS,
     ),
     ModelSpec(
         "cogvideox",
@@ -185,7 +162,6 @@ for _spec in (
         ("transformer_blocks",),
         {"CogVideoXBlock": HIDDEN_FIRST},
         timestep_embedding_input,
-        COGVIDEOX_COEFFICIENTS,
     ),
     ModelSpec(
         "qwen_image",
@@ -209,22 +185,8 @@ def spec_by_family(family: str) -> ModelSpec:
     raise ValueError(f"unknown model family {family!r}; known: {', '.join(known_families())}")
 
 
-_OWN_SPEC = "_cachelab_spec"
-
-
-def use_calibration(transformer: torch.nn.Module, **numbers) -> ModelSpec:
-    """Give this transformer instance its own calibrated numbers (``teacache_coefficients=``,
-    ``magcache_ratios=``) instead of the published ones of its family; returns its spec."""
-    spec = replace(spec_for(transformer), **{key: tuple(value) for key, value in numbers.items()})
-    transformer.__dict__[_OWN_SPEC] = spec
-    return spec
-
-
 def spec_for(transformer: torch.nn.Module) -> ModelSpec:
-    """The spec of a transformer: its own (``use_calibration``), else its family's by class name."""
-    own = transformer.__dict__.get(_OWN_SPEC)
-    if own is not None:
-        return own
+    """The spec of a transformer's family, found by its class name."""
     for cls in type(transformer).__mro__:
         for spec in _SPECS:
             if cls.__name__ in spec.transformer_classes:

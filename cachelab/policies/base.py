@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import copy
 import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -24,6 +25,8 @@ class StepContext:
     branch: str
     raw_timestep: Any = None
     signals: dict[str, torch.Tensor] = field(default_factory=dict)
+    #: Steps whose residuals the executor keeps for this branch (at most ``history``), newest first.
+    computed_steps: tuple[int, ...] = ()
 
     @property
     def timestep(self) -> float | None:
@@ -49,10 +52,14 @@ def as_float(value: Any) -> float | None:
 
 @dataclass(frozen=True)
 class Decision:
-    """Compute the blocks, or reuse the cached residual. ``signal`` is the value the policy compared."""
+    """Compute the blocks, or stand in for them with the kept residuals. ``signal`` is the value the
+    policy compared. ``weights`` (newest kept residual first) make the stand-in a linear combination
+    of the kept residuals, a forecast; ``None`` reuses the newest one. A forecast that asks for more
+    residuals than are kept falls back to reusing the newest."""
 
     compute: bool
     signal: float | None = None
+    weights: tuple[float, ...] | None = None
 
 
 def compute(signal: float | None = None) -> Decision:
@@ -61,6 +68,11 @@ def compute(signal: float | None = None) -> Decision:
 
 def reuse(signal: float | None = None) -> Decision:
     return Decision(False, signal)
+
+
+def forecast(weights, signal: float | None = None) -> Decision:
+    """Skip the blocks and apply ``sum(w * residual)`` over the kept residuals, newest first."""
+    return Decision(False, signal, tuple(float(w) for w in weights))
 
 
 class CachePolicy(abc.ABC):
@@ -82,14 +94,46 @@ class CachePolicy(abc.ABC):
     uses_threshold: ClassVar[bool] = False
     #: False for policies that never reuse, so the executor stores no residuals for them.
     caches: ClassVar[bool] = True
+    #: How many computed residuals the executor keeps per branch (forecasting policies want more than 1).
+    history: ClassVar[int] = 1
+
+    #: True for policies that plan a generation from an uncached rehearsal of it (``executor.rehearse``).
+    rehearses: ClassVar[bool] = False
+    #: True for bounds that know the uncached result (the oracle): reports mark them, they are not deployable.
+    bound: ClassVar[bool] = False
 
     def reset(self) -> None:
         """Forget everything from the previous generation."""
 
-    def for_model(self, spec) -> "CachePolicy":
-        """The policy to run on a model of ``spec`` (a ``cachelab.models.ModelSpec``): a hook for
-        model-dependent defaults such as TeaCache's coefficients. Must not modify ``self``."""
-        return self
+    def plan(self, residuals: dict[str, list[torch.Tensor]]) -> None:
+        """For ``rehearses`` policies: the residual of all blocks at every step of an uncached
+        generation, per branch, recorded by ``executor.rehearse`` before the generation to run."""
+        raise NotImplementedError(f"{type(self).__name__} does not plan from a rehearsal")
+
+    #: Constructor arguments that a calibration fills in when they are left None (TeaCache's coefficients).
+    calibrated: ClassVar[tuple[str, ...]] = ()
+    #: Published values of ``calibrated`` arguments per model family: the calibration store's defaults.
+    published: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def for_model(self, numbers: dict[str, Any], family: str) -> "CachePolicy":
+        """The policy to run on a model of ``family`` whose calibration holds ``numbers`` for this policy
+        (``cachelab.calibration.numbers_for``): the ``calibrated`` arguments left None come from them.
+        Must not modify ``self``."""
+        missing = [key for key in self.calibrated if getattr(self, key) is None]
+        if not missing:
+            return self
+        absent = [key for key in missing if numbers.get(key) is None]
+        if absent:
+            raise ValueError(self.uncalibrated(absent, family))
+        policy = copy.copy(self)
+        for key in missing:
+            setattr(policy, key, numbers[key])
+        return policy
+
+    def uncalibrated(self, missing: list[str], family: str) -> str:
+        """The error for a model whose calibration lacks ``missing`` arguments."""
+        return (f"{type(self).__name__} has no calibrated {', '.join(missing)} for the {family} family; "
+                f"pass them to {type(self).__name__}(...) (policy.<name>=... on the command line)")
 
     @abc.abstractmethod
     def decide(self, ctx: StepContext) -> Decision:

@@ -17,7 +17,8 @@ class DualBlockCache(FirstBlockCache):
     ``compute_last`` blocks. The first ``warmup_steps`` steps compute; at most ``max_cached_steps``
     steps per generation and ``max_continuous_cached_steps`` in a row are reused (-1: no limit).
     Defaults are cache-dit's (F8B0, threshold 0.08, 8 warm-up steps, no limits); with
-    ``compute_first=1, compute_last=0, warmup_steps=0`` it is First Block Cache."""
+    ``compute_first=1, compute_last=0, warmup_steps=0`` it is First Block Cache. ``taylor_order`` > 0
+    forecasts the middle residual on reused steps, as cache-dit's TaylorSeer calibrator does."""
 
     def __init__(
         self,
@@ -27,8 +28,9 @@ class DualBlockCache(FirstBlockCache):
         warmup_steps: int = 8,
         max_cached_steps: int = -1,
         max_continuous_cached_steps: int = -1,
+        taylor_order: int = 0,
     ):
-        super().__init__(threshold)
+        super().__init__(threshold, taylor_order)
         self.head_blocks = check_number("compute_first", compute_first, minimum=1, integer=True)
         self.tail_blocks = check_number("compute_last", compute_last, integer=True)
         self.warmup_steps = check_number("warmup_steps", warmup_steps, integer=True)
@@ -43,6 +45,7 @@ class DualBlockCache(FirstBlockCache):
             "warmup_steps": self.warmup_steps,
             "max_cached_steps": self.max_cached_steps,
             "max_continuous_cached_steps": self.max_continuous_cached_steps,
+            "taylor_order": self.taylor_order,
         }
 
     def reset(self) -> None:

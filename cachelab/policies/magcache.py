@@ -9,6 +9,13 @@ import numpy as np
 from .base import CachePolicy, Decision, StepContext, check_number, compute, reuse
 from .registry import register_policy
 
+# Published MagCache magnitude ratios (Zehong-Ma/MagCache) for FLUX.1-dev at 28 steps.
+FLUX_MAG_RATIOS = (
+    1.0, 1.21094, 1.11719, 1.07812, 1.0625, 1.03906, 1.03125, 1.03906, 1.02344, 1.03125, 1.02344, 0.98047,
+    1.01562, 1.00781, 1.0, 1.00781, 1.0, 1.00781, 1.0, 1.0, 0.99609, 0.99609, 0.98047, 0.98828, 0.96484,
+    0.95703, 0.93359, 0.89062,
+)
+
 
 def resample(ratios: Sequence[float], length: int) -> list[float]:
     """Nearest-neighbour resampling of calibrated per-step ratios to ``length`` steps."""
@@ -26,10 +33,12 @@ class MagCache(CachePolicy):
     """After the first ``retention_ratio`` of the steps, multiply the per-step magnitude ratios
     (residual norm of step t over step t-1, from one calibration run) and add up ``|1 - product|``;
     reuse the residual of all blocks while that error stays within ``threshold`` and at most
-    ``max_skip_steps`` steps in a row were reused. ``mag_ratios`` default to the model family's
-    published ones (FLUX); ``cachelab.calibrate.magcache_ratios`` measures them for any model."""
+    ``max_skip_steps`` steps in a row were reused. ``mag_ratios`` default to the model's calibration
+    (the published FLUX ones); ``cachelab.calibrate.magcache_ratios`` measures them for any model."""
 
     uses_threshold = True
+    calibrated = ("mag_ratios",)
+    published = {"flux": {"mag_ratios": list(FLUX_MAG_RATIOS)}}
 
     def __init__(
         self,
@@ -52,16 +61,12 @@ class MagCache(CachePolicy):
             "mag_ratios": self.mag_ratios,
         }
 
-    def for_model(self, spec) -> "MagCache":
-        if self.mag_ratios is not None:
-            return self
-        if spec.magcache_ratios is None:
-            raise ValueError(
-                f"MagCache has no published magnitude ratios for the {spec.family} family; pass "
-                "MagCache(mag_ratios=[...]) (policy.mag_ratios=[...] on the command line) measured with "
-                "cachelab.calibrate.magcache_ratios(pipe, prompts)"
-            )
-        return MagCache(self.threshold, self.max_skip_steps, self.retention_ratio, spec.magcache_ratios)
+    def uncalibrated(self, missing, family):
+        return (
+            f"MagCache has no published magnitude ratios for the {family} family; pass "
+            "MagCache(mag_ratios=[...]) (policy.mag_ratios=[...] on the command line) measured with "
+            "cachelab.calibrate.magcache_ratios(pipe, prompts)"
+        )
 
     def reset(self) -> None:
         self.ratios = None

@@ -7,6 +7,16 @@ from typing import Sequence
 from .base import CachePolicy, Decision, StepContext, check_number, compute, relative_l1, reuse
 from .registry import register_policy
 
+# Published TeaCache coefficients (ali-vilab/TeaCache), highest degree first.
+PUBLISHED_COEFFICIENTS = {
+    "flux": (4.98651651e02, -2.83781631e02, 5.58554382e01, -3.82021401e00, 2.64230861e-01),
+    "hunyuan_video": (7.33226126e02, -4.01131952e02, 6.75869174e01, -3.14987800e00, 9.61237896e-02),
+    "ltx_video": (2.14700694e01, -1.28016453e01, 2.31279151e00, 7.92487521e-01, 9.69274326e-03),
+    "cogvideox": (-1.53880483e03, 8.43202495e02, -1.34363087e02, 7.97131516e00, -5.23162339e-02),
+    # Wan2.1 T2V-1.3B, whose signal is the timestep embedding (the wan spec's modulated input).
+    "wan": (2.39676752e03, -1.31110545e03, 2.01331979e02, -8.29855975e00, 1.37887774e-01),
+}
+
 
 def rescale(coefficients: Sequence[float], x: float) -> float:
     """The polynomial with ``coefficients`` (highest degree first) at ``x``, as numpy.poly1d does."""
@@ -21,12 +31,14 @@ class TeaCache(CachePolicy):
     """Skip while the accumulated rescaled relative L1 change of the first block's modulated input
     stays below ``threshold``. First and last steps always compute.
 
-    ``coefficients`` default to the published ones of the model family (see ``cachelab.models``);
-    the executor fills them in at attach time.
+    ``coefficients`` default to the model's calibration (``cachelab.calibration``): the published ones
+    of its family unless numbers measured on the model are given; the executor fills them in at attach time.
     """
 
     signals = ("modulated_input",)
     uses_threshold = True
+    calibrated = ("coefficients",)
+    published = {family: {"coefficients": list(values)} for family, values in PUBLISHED_COEFFICIENTS.items()}
 
     def __init__(self, threshold: float = 0.4, coefficients: Sequence[float] | None = None):
         self.threshold = check_number("threshold", threshold)
@@ -36,16 +48,12 @@ class TeaCache(CachePolicy):
     def params(self):
         return {"threshold": self.threshold, "coefficients": self.coefficients}
 
-    def for_model(self, spec) -> "TeaCache":
-        if self.coefficients is not None:
-            return self
-        if spec.teacache_coefficients is None:
-            raise ValueError(
-                f"TeaCache has no published coefficients for the {spec.family} family; pass "
-                "TeaCache(coefficients=[...]) (policy.coefficients=[...] on the command line; fit them with "
-                "cachelab.calibrate.teacache_coefficients), or coefficients=[1.0, 0.0] for the raw relative change"
-            )
-        return TeaCache(self.threshold, spec.teacache_coefficients)
+    def uncalibrated(self, missing, family):
+        return (
+            f"TeaCache has no published coefficients for the {family} family; pass "
+            "TeaCache(coefficients=[...]) (policy.coefficients=[...] on the command line; fit them with "
+            "cachelab.calibrate.teacache_coefficients), or coefficients=[1.0, 0.0] for the raw relative change"
+        )
 
     def reset(self) -> None:
         self.previous_input = None

@@ -17,7 +17,6 @@ from cachelab.zoo.data import CALL_DEFAULTS, DIGIT_PROMPT, prompts_for
 
 _ROOT = Path(__file__).parent
 MODELS = ("digits",)
-CALIBRATION_FILE = "calibration.json"
 
 __all__ = [
     "CALL_DEFAULTS", "DIGIT_PROMPT", "MODELS", "CheckpointError", "check_checkpoint", "classify_digits",
@@ -65,18 +64,8 @@ def load_pipeline(name: str | os.PathLike = "digits", torch_dtype=None, calibrat
     except Exception as err:
         raise CheckpointError(f"failed to load the checkpoint in {root}: {err}") from err
     pipe.default_sample_size = CALL_DEFAULTS["height"] // pipe.vae_scale_factor
-    numbers = read_calibration(root) if calibrated else None
-    if numbers is not None:
-        from cachelab.models import use_calibration
+    if calibrated:
+        from cachelab.calibration import use_calibration_file
 
-        use_calibration(pipe.transformer, teacache_coefficients=numbers["teacache_coefficients"],
-                        magcache_ratios=numbers["magcache_ratios"])
+        use_calibration_file(pipe.transformer, root)
     return pipe
-
-
-def read_calibration(root: Path) -> dict | None:
-    """The numbers measured on the checkpoint in `root` (`calibrate_digits`), if it has them."""
-    import json
-
-    file = Path(root) / CALIBRATION_FILE
-    return json.loads(file.read_text()) if file.is_file() else None

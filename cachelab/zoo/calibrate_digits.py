@@ -1,9 +1,12 @@
-"""Measure TeaCache's coefficients and MagCache's ratios for the digits model and store them with it.
+"""Measure TeaCache's coefficients, MagCache's ratios and the learned policy's plans for the digits model
+and store them with it.
 
     python -m cachelab.zoo.calibrate_digits [--seeds 3]
 
-Writes ``digits/calibration.json``; ``load_pipeline`` gives them to the executor, so ``TeaCache()`` and
-``MagCache()`` on the digits model use numbers measured on it rather than FLUX.1-dev's.
+Writes ``digits/calibration.json``; ``load_pipeline`` gives them to the executor, so ``TeaCache()``,
+``MagCache()`` and ``Learned()`` on the digits model use numbers measured on it rather than FLUX.1-dev's.
+The learned plans are fitted on generations drawn from a generator seeded ``LEARNED_SEED``, which no
+evaluation in this repository uses (evaluations seed each prompt with 0..10).
 """
 
 import argparse
@@ -11,8 +14,14 @@ import json
 
 import torch
 
-from cachelab.calibrate import magcache_ratios, teacache_coefficients
-from cachelab.zoo import CALIBRATION_FILE, load_pipeline, path, prompts_for
+from cachelab.calibrate import learned_plans, magcache_ratios, teacache_coefficients
+from cachelab.calibration import CALIBRATION_FILE
+from cachelab.zoo import load_pipeline, path, prompts_for
+
+
+LEARNED_SEED = 1000
+LEARNED_GENERATIONS = 4
+LEARNED_BUDGETS = (3, 4, 5, 6, 7, 8, 10, 12, 14)
 
 
 def calibrate(seeds: int, steps: int = 28) -> dict:
@@ -20,14 +29,23 @@ def calibrate(seeds: int, steps: int = 28) -> dict:
     pipe.set_progress_bar_config(disable=True)
     batches = [prompts_for(range(10))] * seeds
 
-    def call_kwargs():
-        return dict(num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="np")
+    def call_kwargs(seed=0):
+        return dict(num_inference_steps=steps, generator=torch.Generator().manual_seed(seed), output_type="np")
+
+    plans = learned_plans(pipe, batches[:1] * LEARNED_GENERATIONS, LEARNED_BUDGETS, **call_kwargs(LEARNED_SEED))
 
     return {
-        "teacache_coefficients": teacache_coefficients(pipe, batches, **call_kwargs()),
-        "magcache_ratios": magcache_ratios(pipe, batches, **call_kwargs()),
         "command": f"python -m cachelab.zoo.calibrate_digits --seeds {seeds}",
         "data": f"10 digits x {seeds} seeds, {steps} steps, uncached",
+        "policies": {
+            "teacache": {"coefficients": teacache_coefficients(pipe, batches, **call_kwargs())},
+            "magcache": {"mag_ratios": magcache_ratios(pipe, batches, **call_kwargs())},
+            "learned": {
+                "plans": {str(budget): plan.to_json() for budget, plan in plans.items()},
+                "data": f"10 digits x {LEARNED_GENERATIONS} generations from one generator seeded {LEARNED_SEED}, "
+                        f"{steps} steps, uncached",
+            },
+        },
     }
 
 

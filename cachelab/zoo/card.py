@@ -151,15 +151,16 @@ def _components(folder: Path, params: dict) -> str:
 
 
 def _calibration(folder: Path) -> str:
-    from cachelab.zoo import read_calibration
+    from cachelab.calibration import CALIBRATION_FILE
 
-    numbers = read_calibration(folder)
-    if numbers is None:
+    file = folder / CALIBRATION_FILE
+    if not file.is_file():
         return ""
+    numbers = json.loads(file.read_text())
     return CALIBRATION.format(
         data=numbers["data"], command=numbers["command"],
-        coefficients=", ".join(f"{c:.6g}" for c in numbers["teacache_coefficients"]),
-        ratios=", ".join(f"{r:.4f}" for r in numbers["magcache_ratios"]),
+        coefficients=", ".join(f"{c:.6g}" for c in numbers["policies"]["teacache"]["coefficients"]),
+        ratios=", ".join(f"{r:.4f}" for r in numbers["policies"]["magcache"]["mag_ratios"]),
     )
 
 

@@ -1,0 +1,52 @@
+"""A learned schedule with learned forecast weights (the idea of L2P, arXiv 2604.26365), calibrated
+by ``cachelab.calibrate.learned_policy`` on a few uncached generations."""
+
+from __future__ import annotations
+
+import copy
+
+from ..schedules import Plan
+from .base import CachePolicy, Decision, StepContext, check_number
+from .planned import follow
+from .registry import register_policy
+
+
+@register_policy("learned")
+class Learned(CachePolicy):
+    """Compute the ``budget`` steps of a calibrated schedule; forecast each other step as the calibrated
+    per-step linear combination of the last computed residuals. ``plans`` (budget -> plan, as stored by
+    calibration) default to the model's calibration (``cachelab.calibration``)."""
+
+    calibrated = ("plans",)
+
+    def __init__(self, budget: int = 6, plans: dict | None = None):
+        self.budget = check_number("budget", budget, minimum=1, integer=True)
+        self.plans = plans
+        self.plan_in_use = None
+
+    def params(self):
+        return {"budget": self.budget}
+
+    def for_model(self, numbers, family) -> "Learned":
+        policy = copy.copy(super().for_model(numbers, family))
+        stored = {int(budget): plan for budget, plan in policy.plans.items()}
+        if self.budget not in stored:
+            raise ValueError(
+                f"no learned plan for budget={self.budget} on this {family} model; calibrated budgets: "
+                f"{', '.join(map(str, sorted(stored))) or 'none'}. Fit one with "
+                "cachelab.calibrate.learned_policy(pipe, prompts, budget=...) or python -m cachelab.calibrate"
+            )
+        plan = stored[self.budget]
+        policy.plan_in_use = plan if isinstance(plan, Plan) else Plan.from_json(plan)
+        policy.history = policy.plan_in_use.history
+        return policy
+
+    def uncalibrated(self, missing, family):
+        return (
+            f"the learned policy has no calibrated plans for this {family} model; fit them with "
+            "cachelab.calibrate.learned_policy(pipe, prompts, budget=...) or python -m cachelab.calibrate, "
+            "then pass calibration_file=<its calibration.json>"
+        )
+
+    def decide(self, ctx: StepContext) -> Decision:
+        return follow(self.plan_in_use, self, ctx)

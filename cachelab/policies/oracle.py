@@ -1,0 +1,47 @@
+"""The oracle schedule: the best ``budget`` steps to compute for one prompt and seed, found from an
+uncached rehearsal of that very generation. A bound on any schedule, not a policy to deploy."""
+
+from __future__ import annotations
+
+from ..schedules import FORECASTS, best_plan, estimator, gram
+from .base import CachePolicy, Decision, StepContext, check_number
+from .planned import follow
+from .registry import register_policy
+
+
+@register_policy("oracle")
+class Oracle(CachePolicy):
+    """Compute the ``budget`` steps (step 0 among them) whose stand-ins for the skipped steps have the
+    least summed squared error against the uncached residuals of the same generation. Stand-ins:
+    ``forecast="reuse"`` (the newest computed residual), ``"taylor"`` (Taylor of order ``history`` - 1)
+    or ``"fitted"`` (the least-squares combination of the last ``history`` computed residuals, fitted on
+    this generation). Needs ``executor.rehearse(...)`` before each generation; the runner does that."""
+
+    rehearses = True
+    bound = True
+
+    def __init__(self, budget: int = 8, forecast: str = "fitted", history: int = 2):
+        self.budget = check_number("budget", budget, minimum=1, integer=True)
+        if forecast not in FORECASTS:
+            raise ValueError(f"forecast must be one of {', '.join(FORECASTS)}, got {forecast!r}")
+        self.forecast = forecast
+        self.history = 1 if forecast == "reuse" else check_number("history", history, minimum=1, integer=True)
+        self.plans: dict = {}
+
+    def params(self):
+        return {"budget": self.budget, "forecast": self.forecast, "history": self.history}
+
+    def plan(self, residuals) -> None:
+        self.plans = {}
+        for branch, steps in residuals.items():
+            g = gram(steps)
+            self.plans[branch] = best_plan(g, self.budget, estimator(self.forecast, self.history, g), self.history)
+
+    def decide(self, ctx: StepContext) -> Decision:
+        plan = self.plans.get(ctx.branch)
+        if plan is None:
+            raise RuntimeError(
+                f"{self!r} has no plan for branch {ctx.branch!r}: rehearse the same generation first "
+                "(executor.rehearse(lambda: pipe(...)) with the same prompt and seed; python -m cachelab does it)"
+            )
+        return follow(plan, self, ctx)
