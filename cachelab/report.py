@@ -3,7 +3,8 @@
     python -m cachelab.report multirun/ outputs/ --out pareto.png [--speed ideal_speedup]
 
 Reads every ``result.json`` below the given folders, prints one table of all runs sorted by speed
-with the Pareto-optimal ones marked, and plots PSNR against speedup, one line per policy.
+with the Pareto-optimal ones marked, and plots PSNR against speedup, one line per policy. Bounds (the
+oracle, which knows the uncached result) are marked "(bound)", drawn dotted and kept off the front.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ def pareto_front(results: list[dict], speed: str = "speedup", quality: str = "ps
     return [a for a in results if not any(dominated(a, b) for b in results)]
 
 
+def deployable(results: list[dict]) -> list[dict]:
+    """The runs of policies that could be deployed (not bounds such as the oracle)."""
+    return [r for r in results if not r.get("bound")]
+
+
 def plot(results: list[dict], path: Path, speed: str = "speedup", quality: str = "psnr") -> None:
     import matplotlib
 
@@ -45,8 +51,10 @@ def plot(results: list[dict], path: Path, speed: str = "speedup", quality: str =
     figure, axes = plt.subplots(figsize=(6, 4))
     for policy in sorted({r["policy"] for r in finite}):
         runs = sorted((r for r in finite if r["policy"] == policy), key=lambda r: r[speed])
-        axes.plot([r[speed] for r in runs], [r[quality] for r in runs], "o-", label=policy)
-    front = sorted(pareto_front(finite, speed, quality), key=lambda r: r[speed])
+        bound = any(r.get("bound") for r in runs)
+        axes.plot([r[speed] for r in runs], [r[quality] for r in runs], "o:" if bound else "o-",
+                  label=f"{policy} (bound)" if bound else policy)
+    front = sorted(pareto_front(deployable(finite), speed, quality), key=lambda r: r[speed])
     axes.plot([r[speed] for r in front], [r[quality] for r in front], "k--", lw=1, label="Pareto front")
     axes.set_xlabel(speed.replace("_", " "))
     axes.set_ylabel(f"{quality.upper()} vs uncached" + (" (dB)" if quality == "psnr" else ""))
@@ -66,13 +74,13 @@ def main(argv: list[str] | None = None) -> None:
     results = load_results(args.folders)
     if not results:
         parser.error(f"no finished result.json below {', '.join(map(str, args.folders))}")
-    front = {id(r) for r in pareto_front(results, args.speed)}
+    front = {id(r) for r in pareto_front(deployable(results), args.speed)}
     rows = sorted(results, key=lambda r: r[args.speed])
     for row in rows:
         row["job"] = ("* " if id(row) in front else "  ") + row["job"]
     plot(results, args.out, args.speed)
     print(results_table(rows, with_job=True))
-    print(f"\n* on the Pareto front of {args.speed} and PSNR; plot: {args.out}")
+    print(f"\n* on the Pareto front of {args.speed} and PSNR (bounds left out); plot: {args.out}")
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ def _run_experiment(run: RunConfig) -> Outcome:
                     "may be stale (reference_cache=false recomputes it)", drift)
     result = dict(
         policy=run.policy["name"], model=run.model.name, threshold=run.threshold, policy_params=policy.params(),
+        bound=policy.bound,
         steps=run.steps, num_prompts=len(calls), seed=run.seed, prompts=prompts,
         **speed_figures(timing, run), **decision_figures(cached.traces, run.steps),
         **quality_figures(reference, cached.images, digits),
@@ -186,6 +187,8 @@ def generate(pipe, calls: list[Call], policy=None, *, desc: str, quiet: bool) ->
     images, seconds, traces = [], [], []
     try:
         for call in tqdm(calls, desc=desc, disable=quiet, leave=False):
+            if executor is not None and executor.policy.rehearses:  # the oracle plans from this very call, untimed
+                executor.rehearse(lambda: pipe(**call.kwargs()))
             start = time.perf_counter()
             output = pipe(**call.kwargs())
             synchronize_device(pipe.transformer)

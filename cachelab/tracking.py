@@ -208,6 +208,7 @@ def results_table(rows: list[dict], *, with_job: bool = False) -> str:
         ("digit acc", "digit_accuracy", "{:.0%}".format), ("ref acc", "reference_digit_accuracy", "{:.0%}".format),
     ]
     cells = [[title for title, _, _ in columns]]
+    rows = [{**row, "policy": f"{row['policy']} (bound)"} if row.get("bound") else row for row in rows]
     cells += [["-" if row.get(key) is None else fmt(row[key]) for _, key, fmt in columns] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     lines = ["| " + " | ".join(cell.ljust(w) for cell, w in zip(line, widths)) + " |" for line in cells]
