@@ -136,3 +136,64 @@ def learned_policy(pipe, prompts, budget: int, history: int = 2, **call_kwargs) 
     generations of ``prompts`` with ``call_kwargs`` (use prompts or seeds you will not evaluate on)."""
     plan = learned_plans(pipe, prompts, [budget], history, **call_kwargs)[budget]
     return Learned(budget, plans={budget: plan})
+
+
+def calibrate_model(run) -> dict:
+    """``python -m cachelab.calibrate``: every calibrated policy's numbers for the run's model and prompts,
+    in the layout of ``calibration.json`` (``cachelab.calibration``)."""
+    from .runner import cpu_threads, loaded_pipeline, make_calls, prompts_and_digits
+
+    prompts = prompts_and_digits(run)[0] * run.calibrate.generations
+    arguments = make_calls(run, prompts[:1])[0].arguments
+    setting = run.calibrate
+
+    def kwargs():
+        return dict(generator=torch.Generator("cpu").manual_seed(setting.seed), **arguments)
+
+    with cpu_threads(run.threads):
+        pipe = loaded_pipeline(run)
+        pipe.set_progress_bar_config(disable=True)
+        plans = learned_plans(pipe, prompts, setting.budgets, setting.history, **kwargs())
+        numbers = {
+            "teacache": {"coefficients": teacache_coefficients(pipe, prompts, **kwargs())},
+            "magcache": {"mag_ratios": magcache_ratios(pipe, prompts, **kwargs())},
+            "learned": {"plans": {str(budget): plan.to_json() for budget, plan in plans.items()}},
+        }
+    data = (f"model={run.model.name}: {len(prompts)} uncached generations ({setting.generations} per prompt) from "
+            f"one generator seeded {setting.seed}, {run.steps} steps")
+    return {"data": data, "prompts": sorted(set(prompts)), "policies": numbers}
+
+
+def main() -> None:
+    import json
+    import sys
+    from pathlib import Path
+
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from .config import ConfigError, check_calibrate, config_dir, validate
+
+    @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+    def calibrate(cfg) -> None:
+        try:
+            run = validate(cfg)
+            check_calibrate(run)
+        except ConfigError as error:
+            print(f"cachelab.calibrate: error: {error}", file=sys.stderr)
+            sys.exit(2)
+        numbers = calibrate_model(run)
+        numbers["command"] = "python -m cachelab.calibrate " + " ".join(HydraConfig.get().overrides.task)
+        out = Path(run.calibrate.out).expanduser()
+        out = out if out.is_absolute() else Path(HydraConfig.get().runtime.output_dir) / out
+        out.write_text(json.dumps(numbers, indent=2) + "\n")
+        learned = numbers["policies"]["learned"]["plans"]
+        print(f"learned plans (computed steps): " + "; ".join(f"{b}: {p['computed']}" for b, p in learned.items()))
+        print(f"wrote {out}\nuse it: python -m cachelab model={run.model.name} policy=learned policy.budget=<one of "
+              f"{', '.join(learned)}> calibration_file={out}")
+
+    calibrate()
+
+
+if __name__ == "__main__":
+    main()

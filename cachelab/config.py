@@ -79,6 +79,15 @@ class TimingConfig:
 
 
 @dataclass
+class CalibrateConfig:
+    budgets: List[int] = field(default_factory=lambda: [4, 5, 6, 8, 10])
+    history: int = 2
+    generations: int = 2
+    seed: int = 1000
+    out: str = "calibration.json"
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = MISSING
     policy: Dict[str, Any] = MISSING
@@ -98,6 +107,7 @@ class RunConfig:
     device: str = "auto"
     threads: Optional[int] = None
     timing: TimingConfig = field(default_factory=TimingConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     reference_cache: bool = True
     cache_dir: str = "~/.cache/cachelab"
     save_images: bool = True
@@ -153,10 +163,13 @@ def check_ranges(run: RunConfig) -> None:
     _require(run.timing.prompts >= 1, f"timing.prompts must be >= 1, got {run.timing.prompts}")
     _require(run.timing.repeats >= 1, f"timing.repeats must be >= 1, got {run.timing.repeats}")
     _require(run.timing.warmup >= 0, f"timing.warmup must be >= 0, got {run.timing.warmup}")
+
     _require(model.dtype in DTYPES, f"model.dtype must be one of {', '.join(DTYPES)}, got {model.dtype!r}")
     _require(DEVICE.fullmatch(run.device) is not None, f"device must be auto, cpu, mps, cuda or cuda:N, got {run.device!r}")
     _require(run.logger.name in LOGGERS, f"logger.name must be one of {', '.join(LOGGERS)}, got {run.logger.name!r}")
     _require(run.logger.mode in WANDB_MODES, f"logger.mode must be online, offline, disabled or null, got {run.logger.mode!r}")
+    _require(run.calibration_file is None or Path(run.calibration_file).expanduser().is_file(),
+             f"calibration_file={run.calibration_file}: no such file (python -m cachelab.calibrate writes one)")
     _require(run.prompts is None or len(run.prompts) > 0, "prompts must not be empty (null: the model's default prompts)")
     if run.prompt_file is not None:
         path = Path(run.prompt_file).expanduser()
@@ -164,6 +177,15 @@ def check_ranges(run: RunConfig) -> None:
         _require(bool(read_prompt_file(path)), f"prompt_file={run.prompt_file}: no prompts in it (one prompt a line)")
     _require(run.prompts is not None or run.prompt_file is not None or model.prompts or model.digits,
              f"model={model.name} has no default prompts: set prompts=[...] or prompt_file=...")
+
+
+def check_calibrate(run: RunConfig) -> None:
+    """The `calibrate` settings of `python -m cachelab.calibrate`."""
+    calibrate = run.calibrate
+    _require(all(1 <= b <= run.steps for b in calibrate.budgets) and calibrate.budgets,
+             f"calibrate.budgets must be computed-step counts in 1..steps={run.steps}, got {calibrate.budgets}")
+    _require(calibrate.history >= 1, f"calibrate.history must be >= 1, got {calibrate.history}")
+    _require(calibrate.generations >= 1, f"calibrate.generations must be >= 1, got {calibrate.generations}")
 
 
 def read_prompt_file(path: Path) -> list[str]:
@@ -205,8 +227,9 @@ def check_policy_fits_model(run: RunConfig, policy) -> None:
         return
     from .calibration import numbers_for
 
+    numbers = numbers_for(policy, run.model.family, shipped_calibration(run))
     try:
-        policy.for_model(numbers_for(policy, run.model.family, shipped_calibration(run)), run.model.family)
+        policy.for_model(numbers, run.model.family)
     except ValueError as error:
         raise ConfigError(f"policy={run.policy['name']} on model={run.model.name}: {error}") from None
 
@@ -222,7 +245,6 @@ def shipped_calibration(run: RunConfig) -> dict:
         numbers = {}
     if run.calibration_file is not None:
         path = Path(run.calibration_file).expanduser()
-        _require(path.is_file(), f"calibration_file={run.calibration_file}: no such file")
         numbers = {**numbers, **read_calibration(path.parent, path.name)}
     return numbers
 

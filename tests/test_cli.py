@@ -23,6 +23,11 @@ def tiny_dir(tmp_path_factory):
     ("policy=teacache model=cogview4",
      "cachelab: error: policy=teacache on model=cogview4: TeaCache has no published coefficients for the cogview4"),
     ("policy=magcache model=wan", "cachelab: error: policy=magcache on model=wan: MagCache has no published magnitude"),
+    ("policy=oracle policy.budget=0", "cachelab: error: policy=oracle: budget must be an integer >= 1, got 0"),
+    ("policy=learned policy.budget=9", "cachelab: error: policy=learned on model=digits: no learned plan for budget=9"),
+    ("policy=learned model=flux", "cachelab: error: policy=learned on model=flux: the learned policy has no calibrated plans"),
+    ("policy=taylorseer policy.order=-1", "cachelab: error: policy=taylorseer: order must be an integer >= 0, got -1"),
+    ("calibration_file=missing.json", "cachelab: error: calibration_file=missing.json: no such file"),
 ])
 def test_bad_input_fails_with_one_line(tmp_path, override, message):
     done = run_cli([*override.split(), "logger=none", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
@@ -116,3 +121,20 @@ def test_a_users_own_policy_runs_from_its_own_config_folder(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["policy"] == "skip_every_third" and result["computed_steps"] == 4
+
+
+def test_calibrate_then_run_the_learned_policy_and_the_oracle(tmp_path, tiny_dir):
+    overrides = tiny_overrides(tiny_dir, tmp_path / "store")
+    done = run_cli([*overrides, "calibrate.budgets=[2,3]", "calibrate.generations=1", f"hydra.run.dir={tmp_path}/cal"],
+                   cwd=tmp_path, module="cachelab.calibrate")
+    assert done.returncode == 0, done.stderr[-2000:]
+    calibration = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert set(calibration["policies"]) == {"teacache", "magcache", "learned"}
+    assert {b: len(p["computed"]) for b, p in calibration["policies"]["learned"]["plans"].items()} == {"2": 2, "3": 3}
+    for policy, computed, bound in [("learned", 2.0, False), ("oracle", 3.0, True)]:
+        done = run_cli([*overrides, f"policy={policy}", "policy.budget=" + str(int(computed)), f"hydra.run.dir={tmp_path}/{policy}",
+                        f"calibration_file={tmp_path / 'cal' / 'calibration.json'}"], cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        result = json.loads((tmp_path / policy / "result.json").read_text())
+        assert result["computed_steps"] == computed and result["bound"] is bound
+    assert "| oracle (bound)" in done.stdout

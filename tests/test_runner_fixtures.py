@@ -37,7 +37,7 @@ def composed(overrides: list[str] = (), return_hydra_config: bool = False):
         return compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 300, **env) -> subprocess.CompletedProcess:
+def run_cli(args: list[str], cwd: Path, timeout: float = 300, module: str = "cachelab", **env) -> subprocess.CompletedProcess:
     environment = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", **env}
-    return subprocess.run([sys.executable, "-m", "cachelab", *args], cwd=cwd, env=environment,
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=environment,
                           capture_output=True, text=True, timeout=timeout)

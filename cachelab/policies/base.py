@@ -158,7 +158,7 @@ def check_number(name: str, value: Any, *, minimum: float = 0.0, integer: bool =
     kind = "an integer" if integer else "a number"
     ok_type = isinstance(value, numbers.Integral if integer else numbers.Real) and not isinstance(value, bool)
     if not ok_type:
-        raise ValueError(f"{name} must be {kind} >= {minimum}, got {value!r} ({type(value).__name__})")
+        raise ValueError(f"{name} must be {kind} >= {minimum:g}, got {value!r} ({type(value).__name__})")
     if value < minimum:
-        raise ValueError(f"{name} must be {kind} >= {minimum}, got {value!r}")
+        raise ValueError(f"{name} must be {kind} >= {minimum:g}, got {value!r}")
     return value
