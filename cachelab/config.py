@@ -82,6 +82,7 @@ class TimingConfig:
 class CalibrateConfig:
     budgets: List[int] = field(default_factory=lambda: [4, 5, 6, 8, 10])
     history: int = 2
+    refine: bool = False
     generations: int = 2
     seed: int = 1000
     out: str = "calibration.json"

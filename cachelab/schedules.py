@@ -100,12 +100,18 @@ def best_plan(g: np.ndarray, budget: int, weights_for: Estimator, history: int) 
             skipped += error(kept, step)
         return best
 
-    total, chosen = rest((0,), budget - 1)
-    computed = [0, *chosen]
-    weights, kept = {}, ()
-    for step in range(steps):
+    _, chosen = rest((0,), budget - 1)
+    return plan_for(g, [0, *chosen], weights_for, history)
+
+
+def plan_for(g: np.ndarray, computed: Sequence[int], weights_for: Estimator, history: int) -> Plan:
+    """The plan that computes ``computed`` (step 0 among them) and stands in for the other steps with
+    ``weights_for``; its ``error`` is the summed squared error of those stand-ins."""
+    weights, kept, total = {}, (), 0.0
+    for step in range(len(g)):
         if step in computed:
             kept = ((step,) + kept)[:history]
         else:
             weights[step] = [float(w) for w in weights_for(kept, step)]
-    return Plan(steps, computed, weights, float(total))
+            total += stand_in_error(g, kept, step, weights[step])
+    return Plan(len(g), sorted(computed), weights, total)

@@ -8,7 +8,7 @@ import torch
 
 import cachelab
 from cachelab import Learned, Oracle
-from cachelab.calibrate import learned_policy, residual_gram
+from cachelab.calibrate import learned_policy, uncached_runs
 from cachelab.calibration import numbers_for, use_calibration
 from cachelab.schedules import Plan, best_plan, estimator, stand_in_error
 from tiny import generate
@@ -121,11 +121,26 @@ def test_learned_policy_calibrates_and_runs(flux):
         cachelab.attach(flux, Learned(3))
 
 
-def test_the_residual_gram_sums_generations(flux):
+def test_uncached_runs_sum_the_residual_gram_and_replay_each_generation(flux):
     kwargs = dict(num_inference_steps=4, output_type="pt", height=32, width=32, max_sequence_length=16)
-    one = residual_gram(flux, ["a cat"], generator=torch.Generator().manual_seed(1), **kwargs)
-    two = residual_gram(flux, ["a cat", "a cat"], generator=torch.Generator().manual_seed(1), **kwargs)
-    assert one.shape == (4, 4) and np.allclose(one, one.T) and not np.allclose(two, 2 * one)
+    one = uncached_runs(flux, ["a cat"], generator=torch.Generator().manual_seed(1), **kwargs)
+    two = uncached_runs(flux, ["a cat", "a cat"], generator=torch.Generator().manual_seed(1), **kwargs)
+    assert one.gram.shape == (4, 4) and np.allclose(one.gram, one.gram.T)
+    second = two.gram - one.gram  # the first generations are the same; the second one draws new noise
+    assert np.linalg.eigvalsh(second).min() > -1e-6 * second.max() and not np.allclose(second, one.gram)
+    replayed = flux(**two.replays[1]()).images.numpy()
+    np.testing.assert_array_equal(replayed, two.outputs[1])
+
+
+def test_refining_a_plan_does_not_raise_the_cached_error(flux):
+    from cachelab.calibrate.learned import _cached_error, refine_plan
+
+    kwargs = dict(num_inference_steps=STEPS, output_type="pt", height=32, width=32, max_sequence_length=16)
+    runs = uncached_runs(flux, ["a cat", "a red dog"], generator=torch.Generator().manual_seed(3), **kwargs)
+    plan = best_plan(runs.gram, 3, estimator("fitted", 2, runs.gram), 2)
+    refined = refine_plan(flux, runs, plan, 2)
+    assert len(refined.computed) == 3 and refined.computed[0] == 0
+    assert _cached_error(flux, runs, refined) <= _cached_error(flux, runs, plan)
 
 
 def test_learned_beats_taylorseer_at_equal_compute_on_the_digits_model():

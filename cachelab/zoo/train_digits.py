@@ -87,12 +87,14 @@ def with_transformer(pipe, transformer, fn):
 
 
 def train_transformer(pipe, latents, labels, steps: int, batch: int, lr: float, gen, start: float,
-                      snapshot=None):
+                      snapshot=None, prompts=None):
     """Rectified flow: x_s = (1 - s) x0 + s noise, the transformer predicts noise - x0 at timestep s.
 
+    `labels` index `prompts` (default: the ten digit prompts, then ""); the first "" is the CFG-dropout prompt.
     Returns the EMA of the weights and the loss history; `snapshot(step, ema)` runs after every step.
     """
-    prompts = prompts_for(range(10)) + [""]
+    prompts = prompts or prompts_for(range(10)) + [""]
+    empty = prompts.index("")
     with torch.no_grad():
         prompt_embeds, pooled, text_ids = pipe.encode_prompt(prompts, None, max_sequence_length=MAX_SEQUENCE_LENGTH)
     n, c, h, w = latents.shape
@@ -106,7 +108,7 @@ def train_transformer(pipe, latents, labels, steps: int, batch: int, lr: float, 
         for group in opt.param_groups:
             group["lr"] = lr_at(step, steps, lr)
         idx = torch.randint(n, (batch,), generator=gen)
-        cond = torch.where(torch.rand(batch, generator=gen) < CFG_DROPOUT, 10, labels[idx])
+        cond = torch.where(torch.rand(batch, generator=gen) < CFG_DROPOUT, empty, labels[idx])
         sigma = pipeline_sigmas(torch.rand(batch, generator=gen), packed.shape[1], pipe.scheduler)
         x0, noise = packed[idx], torch.randn(packed[idx].shape, generator=gen)
         xt = (1 - sigma[:, None, None]) * x0 + sigma[:, None, None] * noise

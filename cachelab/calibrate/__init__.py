@@ -1,0 +1,8 @@
+"""Measure what calibrated policies need on a model that has no published numbers, from a few uncached
+generations (use prompts or seeds you will not evaluate on): TeaCache's coefficients, MagCache's ratios
+and the learned policy's plans. ``python -m cachelab.calibrate`` does all three for any model."""
+
+from .learned import learned_plans, learned_policy, uncached_runs
+from .signals import magcache_ratios, signal_pairs, teacache_coefficients
+
+__all__ = ["learned_plans", "learned_policy", "magcache_ratios", "signal_pairs", "teacache_coefficients", "uncached_runs"]

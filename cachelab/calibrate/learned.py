@@ -1,0 +1,115 @@
+"""Fit the learned policy (the idea of L2P, arXiv 2604.26365) on uncached generations.
+
+The Gram matrix of the residual of all blocks between every pair of steps, summed over the
+generations, gives each skipped step's least-squares forecast weights over the last computed residuals
+and, by a dynamic programme, the schedule whose forecasts err least (``cachelab.schedules``). With
+``refine``, a local search then moves one computed step at a time while that lowers the error of the
+cached images against the uncached ones of the same calibration generations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..executor import attach, detach
+from ..policies.learned import Learned
+from ..policies.no_cache import NoCache
+from ..schedules import Plan, best_plan, estimator, gram, plan_for
+
+
+@dataclass
+class UncachedRuns:
+    """Calibration generations: their summed residual Gram matrix, and how to replay each one."""
+
+    gram: np.ndarray
+    replays: list[Callable[[], dict | None]]
+    outputs: list[np.ndarray]
+
+
+def uncached_runs(pipe, prompts, **call_kwargs) -> UncachedRuns:
+    """One uncached generation per prompt, each branch's residuals summed into one Gram matrix."""
+    executor = attach(pipe, NoCache())
+    total, replays, outputs = None, [], []
+    try:
+        for prompt in prompts:
+            replays.append(_replayable(dict(prompt=prompt, **call_kwargs)))
+            output = []
+            for steps in executor.rehearse(lambda: output.append(pipe(prompt, **call_kwargs))).values():
+                total = gram(steps) if total is None else total + gram(steps)
+            outputs.append(_images(output[0]))
+    finally:
+        detach(pipe)
+    return UncachedRuns(total, replays, outputs)
+
+
+def _replayable(kwargs: dict) -> Callable[[], dict]:
+    """The call's arguments again, with a generator in the state it has now (before the call draws)."""
+    generator = kwargs.get("generator")
+    if not isinstance(generator, torch.Generator):
+        return lambda: None
+    state = generator.get_state()
+
+    def replay() -> dict:
+        fresh = torch.Generator(generator.device)
+        fresh.set_state(state)
+        return {**kwargs, "generator": fresh}
+
+    return replay
+
+
+def _images(output) -> np.ndarray:
+    frames = getattr(output, "frames", None)
+    images = frames if frames is not None else output.images
+    return images.float().cpu().numpy() if torch.is_tensor(images) else np.asarray(images, dtype=np.float32)
+
+
+def refine_plan(pipe, runs: UncachedRuns, plan: Plan, history: int) -> Plan:
+    """Move one computed step (not step 0) by one step at a time, keeping the move that lowers the mean
+    squared error of the cached calibration images most, until no move lowers it by 1%."""
+    if any(replay() is None for replay in runs.replays[:1]):
+        raise ValueError("refining a learned plan replays the calibration generations: pass generator=torch.Generator()")
+    weights_for = estimator("fitted", history, runs.gram)
+    best, best_error = plan, _cached_error(pipe, runs, plan)
+    while True:
+        moves = [sorted({*best.computed[:i], step + shift, *best.computed[i + 1:]})
+                 for i, step in enumerate(best.computed) if i for shift in (-1, 1)]
+        moves = [m for m in moves if len(m) == len(best.computed) and 0 < m[1] and m[-1] < plan.steps]
+        trials = [(error, candidate) for candidate in (plan_for(runs.gram, m, weights_for, history) for m in moves)
+                  for error in [_cached_error(pipe, runs, candidate)]]
+        error, candidate = min(trials, key=lambda t: t[0], default=(np.inf, None))
+        if error >= 0.99 * best_error:
+            return best
+        best, best_error = candidate, error
+
+
+def _cached_error(pipe, runs: UncachedRuns, plan: Plan) -> float:
+    budget = len(plan.computed)
+    attach(pipe, Learned(budget, plans={budget: plan}))
+    try:
+        return float(np.mean([np.mean((_images(pipe(**replay())) - reference) ** 2)
+                              for replay, reference in zip(runs.replays, runs.outputs)]))
+    finally:
+        detach(pipe)
+
+
+def learned_plans(pipe, prompts, budgets, history: int = 2, refine: bool = False, **call_kwargs) -> dict[int, Plan]:
+    """For each budget, the schedule and forecast weights of ``Learned`` (see ``learned_policy``)."""
+    runs = uncached_runs(pipe, prompts, **call_kwargs)
+    fitted = estimator("fitted", history, runs.gram)
+    plans = {budget: best_plan(runs.gram, budget, fitted, history) for budget in budgets}
+    if refine:
+        plans = {budget: refine_plan(pipe, runs, plan, history) for budget, plan in plans.items()}
+    return plans
+
+
+def learned_policy(pipe, prompts, budget: int, history: int = 2, refine: bool = False, **call_kwargs) -> Learned:
+    """A ready ``Learned`` policy for ``pipe``: ``budget`` computed steps chosen, and the forecast of each
+    other step fitted (least squares over the last ``history`` computed residuals), on uncached
+    generations of ``prompts`` with ``call_kwargs`` (use prompts or seeds you will not evaluate on).
+    ``refine`` also searches the schedule on those generations' cached images (a minute on digits)."""
+    plan = learned_plans(pipe, prompts, [budget], history, refine, **call_kwargs)[budget]
+    return Learned(budget, plans={budget: plan})
