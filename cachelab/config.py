@@ -166,7 +166,7 @@ def check_ranges(run: RunConfig) -> None:
     _require(run.timing.warmup >= 0, f"timing.warmup must be >= 0, got {run.timing.warmup}")
 
     _require(model.dtype in DTYPES, f"model.dtype must be one of {', '.join(DTYPES)}, got {model.dtype!r}")
-    _require(DEVICE.fullmatch(run.device) is not None, f"device must be auto, cpu, mps, cuda or cuda:N, got {run.device!r}")
+    check_device(run.device)
     _require(run.logger.name in LOGGERS, f"logger.name must be one of {', '.join(LOGGERS)}, got {run.logger.name!r}")
     _require(run.logger.mode in WANDB_MODES, f"logger.mode must be online, offline, disabled or null, got {run.logger.mode!r}")
     _require(run.calibration_file is None or Path(run.calibration_file).expanduser().is_file(),
@@ -178,6 +178,43 @@ def check_ranges(run: RunConfig) -> None:
         _require(bool(read_prompt_file(path)), f"prompt_file={run.prompt_file}: no prompts in it (one prompt a line)")
     _require(run.prompts is not None or run.prompt_file is not None or model.prompts or model.digits,
              f"model={model.name} has no default prompts: set prompts=[...] or prompt_file=...")
+
+
+def check_device(device: str) -> None:
+    """`device` names a device this machine has (torch is imported only for cuda, mps and mistakes)."""
+    if device in ("auto", "cpu"):
+        return
+    if DEVICE.fullmatch(device) is None:
+        raise ConfigError(f"device={device} is not a device (auto, cpu, mps, cuda or cuda:N); "
+                          f"{_working_devices()} here")
+    import torch
+
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            why = "" if torch.backends.mps.is_built() else " (this torch build has no MPS support)"
+            raise ConfigError(f"device=mps: no MPS device is available{why}; {_working_devices()} here")
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        why = " (this torch build has no CUDA support)" if torch.version.cuda is None else ""
+        raise ConfigError(f"device={device}: no CUDA device is available{why}; {_working_devices()} here")
+    index = int(device.partition(":")[2] or 0)
+    if index >= count:
+        raise ConfigError(f"device={device}: there {'is' if count == 1 else 'are'} only {count} CUDA "
+                          f"device{'' if count == 1 else 's'}; {_working_devices()} here")
+
+
+def _working_devices() -> str:
+    """'device=auto or device=cpu works', with the CUDA and MPS devices this machine has."""
+    import torch
+
+    devices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        devices += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    names = [f"device={d}" for d in devices]
+    return f"{', '.join(names[:-1])} or {names[-1]} works"
 
 
 def check_calibrate(run: RunConfig) -> None:

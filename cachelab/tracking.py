@@ -197,9 +197,10 @@ def _replace(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def results_table(rows: list[dict], *, with_job: bool = False) -> str:
+def results_table(rows: list[dict], *, with_job: bool = False, with_model: bool = False) -> str:
     """A markdown table (also readable in a terminal) of result rows."""
     columns = [("job", "job", str)] if with_job else []
+    columns += [("model", "model", str)] if with_model else []
     columns += [
         ("policy", "policy", str), ("threshold", "threshold", "{:g}".format),
         ("computed", "computed_steps", lambda v: f"{v:.1f}"), ("of", "steps", str),

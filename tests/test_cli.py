@@ -138,3 +138,48 @@ def test_calibrate_then_run_the_learned_policy_and_the_oracle(tmp_path, tiny_dir
         result = json.loads((tmp_path / policy / "result.json").read_text())
         assert result["computed_steps"] == computed and result["bound"] is bound
     assert "| oracle (bound)" in done.stdout
+
+
+def _has_cuda():
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _has_mps():
+    import torch
+
+    return torch.backends.mps.is_available()
+
+
+@pytest.mark.parametrize("override, message", [
+    pytest.param("device=cuda", "cachelab: error: device=cuda: no CUDA device is available",
+                 marks=pytest.mark.skipif(_has_cuda(), reason="CUDA is available")),
+    pytest.param("device=cuda:3", "cachelab: error: device=cuda:3: no CUDA device is available",
+                 marks=pytest.mark.skipif(_has_cuda(), reason="CUDA is available")),
+    pytest.param("device=mps", "cachelab: error: device=mps: no MPS device is available",
+                 marks=pytest.mark.skipif(_has_mps(), reason="MPS is available")),
+    ("device=gpu", "cachelab: error: device=gpu is not a device (auto, cpu, mps, cuda or cuda:N)"),
+    ("device=cuda:x", "cachelab: error: device=cuda:x is not a device (auto, cpu, mps, cuda or cuda:N)"),
+])
+def test_a_device_this_machine_lacks_fails_with_one_line_saying_what_works(tmp_path, override, message):
+    done = run_cli([override, "logger=none", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and done.stderr.startswith(message)
+    assert "device=auto" in done.stderr and "device=cpu" in done.stderr and done.stderr.strip().endswith("works here")
+
+
+def test_a_cuda_index_beyond_the_device_count_says_which_devices_exist(monkeypatch):
+    import torch
+
+    from cachelab.config import ConfigError, check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    check_device("cuda")
+    check_device("cuda:1")
+    with pytest.raises(ConfigError) as error:
+        check_device("cuda:2")
+    assert str(error.value) == ("device=cuda:2: there are only 2 CUDA devices; "
+                                "device=auto, device=cpu, device=cuda, device=cuda:0 or device=cuda:1 works here")
