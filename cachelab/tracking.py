@@ -44,7 +44,8 @@ def git_revision() -> str | None:
     if not (root / ".git").exists():
         return None
     try:
-        run = lambda *args: subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        def run(*args):
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
         revision = run("rev-parse", "HEAD").stdout.strip()
         dirty = run("status", "--porcelain", "--untracked-files=no").stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -82,7 +83,8 @@ def sample_grid(reference: np.ndarray, cached: np.ndarray, border: int = 2) -> n
     rows = []
     for r, c in zip(reference, cached):
         tiles = [to_uint8(r), to_uint8(c), to_uint8(np.abs(c - r))]
-        pad = lambda t: np.pad(t, ((border, border), (border, border), (0, 0)), constant_values=255)
+        def pad(t):
+            return np.pad(t, ((border, border), (border, border), (0, 0)), constant_values=255)
         rows.append(np.concatenate([pad(t) for t in tiles], axis=1))
     return np.concatenate(rows, axis=0)
 
@@ -119,11 +121,12 @@ def wandb_run(logger, *, config: dict, name: str, group: str | None, directory: 
 
     directory.mkdir(parents=True, exist_ok=True)
     mode = logger.mode or os.environ.get("WANDB_MODE") or ("online" if wandb_configured() else "offline")
-    start = lambda mode: wandb.init(
-        project=logger.project, entity=logger.entity, group=logger.group or group, name=name, tags=list(logger.tags),
-        config=config, dir=str(directory), mode=mode,
-        settings=wandb.Settings(silent=quiet, console="off", init_timeout=30),
-    )
+    def start(mode):
+        return wandb.init(
+            project=logger.project, entity=logger.entity, group=logger.group or group, name=name, tags=list(logger.tags),
+            config=config, dir=str(directory), mode=mode,
+            settings=wandb.Settings(silent=quiet, console="off", init_timeout=30),
+        )
     try:
         run = start(mode)
     except Exception as error:  # an unreachable or misconfigured server must not cost the job

@@ -12,10 +12,10 @@ import pytest
 import torch
 from cache_dit import DBCacheConfig, TaylorSeerCalibratorConfig
 from diffusers import FluxPipeline
+from tiny import flux_pipeline, generate
 
 import cachelab
 from cachelab import DualBlockCache
-from tiny import flux_pipeline, generate
 
 STEPS = 10
 

@@ -1,10 +1,10 @@
 import numpy as np
 import torch
+from tiny import generate
 
 import cachelab
 from cachelab import MagCache, TeaCache
 from cachelab.calibrate import magcache_ratios, signal_pairs, teacache_coefficients
-from tiny import generate
 
 
 def test_pairs_are_the_input_and_output_changes_of_consecutive_steps(flux):

@@ -3,11 +3,11 @@
 import pytest
 import torch
 from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig
+from tiny import generate
 
 import cachelab
 from cachelab import FirstBlockCache, MagCache
 from cachelab.policies.magcache import FLUX_MAG_RATIOS
-from tiny import generate
 
 STEPS = 10
 THRESHOLDS = (0.05, 0.2, 0.5, 1.0)

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from tiny import generate
 
 import cachelab
 from cachelab import DualBlockCache, FirstBlockCache, StepContext
-from tiny import generate
 
 STEPS = 10
 

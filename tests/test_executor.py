@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from tiny import generate
 
 import cachelab
 from cachelab import FirstBlockCache, FixedInterval, NoCache
-from tiny import generate
 
 CFG = {"guidance_scale": 3.0}
 

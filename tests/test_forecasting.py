@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from tiny import generate
 
 import cachelab
 from cachelab import CachePolicy, FixedInterval, TaylorSeer, compute, forecast, reuse
 from cachelab.policies.taylor import taylor_weights
-from tiny import generate
 
 STEPS = 10
 

@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+from families import FAMILIES
 
 import cachelab
 from cachelab import CachePolicy, FirstBlockCache, NoCache, TeaCache, compute, reuse
 from cachelab.models import spec_for
-from families import FAMILIES
 
 TIMESTEPS = (999, 750, 500, 250)
 

@@ -3,16 +3,15 @@
 import numpy as np
 import pytest
 import torch
+from tiny import generate
 
 import cachelab
 from cachelab import CachePolicy, FixedInterval, NoCache, StepContext, TeaCache, compute, reuse
+from cachelab.policies import make_policy, register_policy, registered_policies
 from cachelab.policies.teacache import PUBLISHED_COEFFICIENTS
 
-FLUX_COEFFICIENTS = PUBLISHED_COEFFICIENTS["flux"]
-from cachelab.policies import make_policy, register_policy, registered_policies
-from tiny import generate
-
 STEPS = 10
+FLUX_COEFFICIENTS = PUBLISHED_COEFFICIENTS["flux"]
 
 
 def run(pipe, policy, steps=STEPS, **kwargs):

@@ -5,13 +5,13 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from tiny import generate
 
 import cachelab
 from cachelab import Learned, Oracle
 from cachelab.calibrate import learned_policy, uncached_runs
 from cachelab.calibration import numbers_for, use_calibration
 from cachelab.schedules import Plan, best_plan, estimator, stand_in_error
-from tiny import generate
 
 STEPS = 8
 

@@ -61,8 +61,9 @@ def read_offline_run(directory: Path) -> dict:
 def fake_outcome():
     rng = np.random.default_rng(0)
     reference = rng.random((2, 16, 16, 3), dtype=np.float32)
-    step = lambda i, computed: SimpleNamespace(step=i, branch="cond", timestep=1 - i / 4, computed=computed,
-                                               signal=None if computed else 0.01, seconds=0.01)
+    def step(i, computed):
+        return SimpleNamespace(step=i, branch="cond", timestep=1 - i / 4, computed=computed,
+                                                   signal=None if computed else 0.01, seconds=0.01)
     traces = [[step(0, True), step(1, False), step(2, True)]] * 2
     return SimpleNamespace(reference=reference, cached=np.clip(reference + 0.05, 0, 1), traces=traces)
 

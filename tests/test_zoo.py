@@ -126,9 +126,9 @@ def test_loader_errors_name_the_checkpoint(copy):
 
 def test_teacache_and_magcache_use_the_numbers_measured_on_the_model(pipe):
     import cachelab
+    from cachelab.calibration import read_calibration
     from cachelab.policies.magcache import FLUX_MAG_RATIOS
     from cachelab.policies.teacache import PUBLISHED_COEFFICIENTS
-    from cachelab.calibration import read_calibration
 
     measured = read_calibration(zoo.path())
     for policy, attribute in [(cachelab.TeaCache(0.2), "coefficients"), (cachelab.MagCache(0.1), "mag_ratios")]:
