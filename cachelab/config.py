@@ -260,14 +260,15 @@ def _import_policy_module(run: RunConfig) -> None:
 
 def check_policy_fits_model(run: RunConfig, policy) -> None:
     """The numbers a calibrated policy needs (TeaCache's coefficients, a learned schedule) exist for the
-    model: published for its family, shipped beside its weights, or in `calibration_file`."""
+    model (published for its family, shipped beside its weights, or in `calibration_file`), and the
+    policy can run the run's number of steps."""
     if run.model.family is None:
         return
     from .calibration import numbers_for
 
     numbers = numbers_for(policy, run.model.family, shipped_calibration(run))
     try:
-        policy.for_model(numbers, run.model.family)
+        policy.for_model(numbers, run.model.family).check_steps(run.steps)
     except ValueError as error:
         raise ConfigError(f"policy={run.policy['name']} on model={run.model.name}: {error}") from None
 

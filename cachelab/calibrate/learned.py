@@ -3,8 +3,8 @@
 The Gram matrix of the residual of all blocks between every pair of steps, summed over the
 generations, gives each skipped step's least-squares forecast weights over the last computed residuals
 and, by a dynamic programme, the schedule whose forecasts err least (``cachelab.schedules``). With
-``refine``, a local search then moves one computed step at a time while that lowers the error of the
-cached images against the uncached ones of the same calibration generations.
+``refine``, a local search then moves one computed step at a time (six moves at most) while that lowers
+the error of the cached images against the uncached ones of the same calibration generations.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from ..executor import attach, detach
 from ..policies.learned import Learned
@@ -67,23 +68,25 @@ def _images(output) -> np.ndarray:
     return images.float().cpu().numpy() if torch.is_tensor(images) else np.asarray(images, dtype=np.float32)
 
 
-def refine_plan(pipe, runs: UncachedRuns, plan: Plan, history: int) -> Plan:
+def refine_plan(pipe, runs: UncachedRuns, plan: Plan, history: int, moves: int = 6) -> Plan:
     """Move one computed step (not step 0) by one step at a time, keeping the move that lowers the mean
-    squared error of the cached calibration images most, until no move lowers it by 1%."""
+    squared error of the cached calibration images most, until no move lowers it by 1% or ``moves``
+    moves were made."""
     if any(replay() is None for replay in runs.replays[:1]):
         raise ValueError("refining a learned plan replays the calibration generations: pass generator=torch.Generator()")
     weights_for = estimator("fitted", history, runs.gram)
     best, best_error = plan, _cached_error(pipe, runs, plan)
-    while True:
-        moves = [sorted({*best.computed[:i], step + shift, *best.computed[i + 1:]})
-                 for i, step in enumerate(best.computed) if i for shift in (-1, 1)]
-        moves = [m for m in moves if len(m) == len(best.computed) and 0 < m[1] and m[-1] < plan.steps]
-        trials = [(error, candidate) for candidate in (plan_for(runs.gram, m, weights_for, history) for m in moves)
+    for _ in range(moves):
+        schedules = [sorted({*best.computed[:i], step + shift, *best.computed[i + 1:]})
+                     for i, step in enumerate(best.computed) if i for shift in (-1, 1)]
+        schedules = [m for m in schedules if len(m) == len(best.computed) and 0 < m[1] and m[-1] < plan.steps]
+        trials = [(error, candidate) for candidate in (plan_for(runs.gram, m, weights_for, history) for m in schedules)
                   for error in [_cached_error(pipe, runs, candidate)]]
         error, candidate = min(trials, key=lambda t: t[0], default=(np.inf, None))
         if error >= 0.99 * best_error:
-            return best
+            break
         best, best_error = candidate, error
+    return best
 
 
 def _cached_error(pipe, runs: UncachedRuns, plan: Plan) -> float:
@@ -102,7 +105,7 @@ def learned_plans(pipe, prompts, budgets, history: int = 2, refine: bool = False
     fitted = estimator("fitted", history, runs.gram)
     plans = {budget: best_plan(runs.gram, budget, fitted, history) for budget in budgets}
     if refine:
-        plans = {budget: refine_plan(pipe, runs, plan, history) for budget, plan in plans.items()}
+        plans = {budget: refine_plan(pipe, runs, plan, history) for budget, plan in tqdm(plans.items(), desc="refining")}
     return plans
 
 

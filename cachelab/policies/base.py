@@ -130,6 +130,9 @@ class CachePolicy(abc.ABC):
             setattr(policy, key, numbers[key])
         return policy
 
+    def check_steps(self, steps: int) -> None:
+        """Raise ValueError, saying what would work, if this policy cannot run generations of ``steps`` steps."""
+
     def uncalibrated(self, missing: list[str], family: str) -> str:
         """The error for a model whose calibration lacks ``missing`` arguments."""
         return (f"{type(self).__name__} has no calibrated {', '.join(missing)} for the {family} family; "

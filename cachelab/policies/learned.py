@@ -48,5 +48,10 @@ class Learned(CachePolicy):
             "then pass calibration_file=<its calibration.json>"
         )
 
+    def check_steps(self, steps: int) -> None:
+        if self.plan_in_use.steps != steps:
+            raise ValueError(f"the learned plan for budget={self.budget} was calibrated for {self.plan_in_use.steps} steps, "
+                             f"not {steps}: use steps={self.plan_in_use.steps}, or calibrate for {steps} steps")
+
     def decide(self, ctx: StepContext) -> Decision:
         return follow(self.plan_in_use, self, ctx)

@@ -31,6 +31,10 @@ class Oracle(CachePolicy):
     def params(self):
         return {"budget": self.budget, "forecast": self.forecast, "history": self.history}
 
+    def check_steps(self, steps: int) -> None:
+        if self.budget > steps:
+            raise ValueError(f"budget={self.budget} is more than the {steps} steps of a generation: use 1..{steps}")
+
     def plan(self, residuals) -> None:
         self.plans = {}
         for branch, steps in residuals.items():
