@@ -18,10 +18,9 @@ from cachelab.calibrate import learned_plans, magcache_ratios, teacache_coeffici
 from cachelab.calibration import CALIBRATION_FILE
 from cachelab.zoo import load_pipeline, path, prompts_for
 
-
 LEARNED_SEED = 1000
-LEARNED_GENERATIONS = 4
-LEARNED_BUDGETS = (3, 4, 5, 6, 7, 8, 10, 12, 14)
+LEARNED_GENERATIONS = 2
+LEARNED_BUDGETS = (3, 4, 5, 6, 7, 8, 10)
 
 
 def calibrate(seeds: int, steps: int = 28) -> dict:
@@ -32,7 +31,8 @@ def calibrate(seeds: int, steps: int = 28) -> dict:
     def call_kwargs(seed=0):
         return dict(num_inference_steps=steps, generator=torch.Generator().manual_seed(seed), output_type="np")
 
-    plans = learned_plans(pipe, batches[:1] * LEARNED_GENERATIONS, LEARNED_BUDGETS, **call_kwargs(LEARNED_SEED))
+    plans = learned_plans(pipe, batches[:1] * LEARNED_GENERATIONS, LEARNED_BUDGETS, refine=True,
+                          **call_kwargs(LEARNED_SEED))
 
     return {
         "command": f"python -m cachelab.zoo.calibrate_digits --seeds {seeds}",
@@ -43,7 +43,7 @@ def calibrate(seeds: int, steps: int = 28) -> dict:
             "learned": {
                 "plans": {str(budget): plan.to_json() for budget, plan in plans.items()},
                 "data": f"10 digits x {LEARNED_GENERATIONS} generations from one generator seeded {LEARNED_SEED}, "
-                        f"{steps} steps, uncached",
+                        f"{steps} steps; schedules refined on those generations' cached images",
             },
         },
     }
