@@ -1,5 +1,7 @@
-"""The oracle schedule: the best ``budget`` steps to compute for one prompt and seed, found from an
-uncached rehearsal of that very generation. A bound on any schedule, not a policy to deploy."""
+"""The oracle schedule: the ``budget`` steps to compute for one prompt and seed that minimise the error of
+the stand-ins on an uncached rehearsal of that very generation. It knows the answer, so it is a bound
+to compare with, not a policy to deploy; its bound is on that residual error, not on the final image:
+once a step is approximated the trajectory drifts, and a schedule tuned on realised images can beat it."""
 
 from __future__ import annotations
 
