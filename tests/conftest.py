@@ -36,3 +36,10 @@ def sd3():
 @pytest.fixture(scope="session")
 def wan():
     return _quiet(tiny.wan_pipeline())
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from cachelab import zoo
+
+    return _quiet(zoo.load_pipeline())

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from digits_runs import generate_digits
 from tiny import generate
 
 import cachelab
@@ -118,24 +119,11 @@ def test_taylorseer_order_0_is_fixed_interval(flux):
     assert not torch.allclose(order_1, fixed)
 
 
-def test_forecasting_beats_reuse_on_the_digits_model():
-    from cachelab import zoo
-
-    pipe = zoo.load_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-
-    def images(policy=None):
-        executor = cachelab.attach(pipe, policy) if policy else None
-        try:
-            return pipe(zoo.prompts_for([3, 8]), generator=torch.Generator().manual_seed(5), output_type="np").images
-        finally:
-            if executor:
-                cachelab.detach(pipe)
-
-    reference = images()
+def test_forecasting_beats_reuse_on_the_digits_model(digits):
+    reference, _ = generate_digits(digits, [3, 8], seed=5)
 
     def error(policy):
-        return float(np.mean((images(policy) - reference) ** 2))
+        return float(np.mean((generate_digits(digits, [3, 8], 5, policy)[0] - reference) ** 2))
 
     assert error(TaylorSeer(interval=4, order=1)) < error(FixedInterval(interval=4)) / 4
     assert error(cachelab.FirstBlockCache(0.3, taylor_order=1)) < error(cachelab.FirstBlockCache(0.3))

@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 import torch
+from digits_runs import generate_digits
 from tiny import generate
 
 import cachelab
@@ -143,25 +144,11 @@ def test_refining_a_plan_does_not_raise_the_cached_error(flux):
     assert _cached_error(flux, runs, refined) <= _cached_error(flux, runs, plan)
 
 
-def test_learned_beats_taylorseer_at_equal_compute_on_the_digits_model():
+def test_learned_beats_taylorseer_at_equal_compute_on_the_digits_model(digits):
     """The shipped plans (fitted on seeds from 1000) against TaylorSeer on other seeds, 6 computed steps each."""
-    from cachelab import TaylorSeer, zoo
-
-    pipe = zoo.load_pipeline()
-    pipe.set_progress_bar_config(disable=True)
-
-    def run(policy=None):
-        executor = cachelab.attach(pipe, policy) if policy else None
-        try:
-            images = pipe(zoo.prompts_for(range(10)), generator=torch.Generator().manual_seed(3), output_type="np").images
-            return images, executor and sum(r.computed for r in executor.trace)
-        finally:
-            if executor:
-                cachelab.detach(pipe)
-
-    reference, _ = run()
-    learned, learned_steps = run(Learned(6))
-    taylor, taylor_steps = run(TaylorSeer(interval=6, order=1))
+    reference, _ = generate_digits(digits, range(10), seed=3)
+    learned, learned_steps = generate_digits(digits, range(10), 3, Learned(6))
+    taylor, taylor_steps = generate_digits(digits, range(10), 3, cachelab.TaylorSeer(interval=6, order=1))
     assert learned_steps == taylor_steps == 6
 
     def psnr(images):
