@@ -35,13 +35,13 @@ def numbers_for(policy, family: str, measured_numbers: dict[str, dict] | None = 
     return {**type(policy).published.get(family, {}), **(measured_numbers or {}).get(policy.name, {})}
 
 
-def read_calibration(directory, name: str = CALIBRATION_FILE) -> dict[str, dict[str, Any]]:
-    """The per-policy numbers in ``directory/calibration.json`` ({} when there is none)."""
-    file = Path(directory) / name
+def read_calibration(path) -> dict[str, dict[str, Any]]:
+    """The per-policy numbers of a calibration file, or of ``calibration.json`` in a folder ({} when there is none)."""
+    file = Path(path) / CALIBRATION_FILE if Path(path).is_dir() else Path(path)
     return json.loads(file.read_text())["policies"] if file.is_file() else {}
 
 
-def use_calibration_file(transformer, directory, name: str = CALIBRATION_FILE) -> None:
-    """Apply the numbers of ``directory/calibration.json`` (shipped beside a saved pipeline) to its transformer."""
-    for policy, numbers in read_calibration(directory, name).items():
+def use_calibration_file(transformer, path) -> None:
+    """Apply the numbers of a calibration file (or of ``calibration.json`` beside a saved pipeline) to its transformer."""
+    for policy, numbers in read_calibration(path).items():
         use_calibration(transformer, policy, **numbers)

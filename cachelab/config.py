@@ -283,8 +283,7 @@ def shipped_calibration(run: RunConfig) -> dict:
     except WeightsNotFound:
         numbers = {}
     if run.calibration_file is not None:
-        path = Path(run.calibration_file).expanduser()
-        numbers = {**numbers, **read_calibration(path.parent, path.name)}
+        numbers = {**numbers, **read_calibration(Path(run.calibration_file).expanduser())}
     return numbers
 
 

@@ -176,8 +176,7 @@ def loaded_pipeline(run: RunConfig):
         _loaded.clear()
         pipe = _loaded[key] = load_pipeline(run.model, run.device)
         if run.calibration_file is not None:
-            path = Path(run.calibration_file).expanduser()
-            use_calibration_file(pipe.transformer, path.parent, path.name)
+            use_calibration_file(pipe.transformer, Path(run.calibration_file).expanduser())
     return _loaded[key]
 
 
@@ -202,8 +201,13 @@ def generate(pipe, calls: list[Call], policy=None, *, desc: str, quiet: bool) ->
 
 
 def first_sample(output) -> np.ndarray:
+    return samples(output)[0]
+
+
+def samples(output) -> np.ndarray:
+    """A pipeline output's images (or videos' frames) as one float32 array, whatever its output_type."""
     frames = getattr(output, "frames", None)
-    return np.asarray((frames if frames is not None else output.images)[0], dtype=np.float32)
+    return np.asarray(frames if frames is not None else output.images, dtype=np.float32)
 
 
 @dataclass

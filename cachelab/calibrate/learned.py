@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from ..executor import attach, detach
 from ..policies.learned import Learned
 from ..policies.no_cache import NoCache
+from ..runner import samples
 from ..schedules import Plan, best_plan, estimator, gram, plan_for
 
 
@@ -41,7 +42,7 @@ def uncached_runs(pipe, prompts, **call_kwargs) -> UncachedRuns:
             output = []
             for steps in executor.rehearse(lambda: output.append(pipe(prompt, **call_kwargs))).values():
                 total = gram(steps) if total is None else total + gram(steps)
-            outputs.append(_images(output[0]))
+            outputs.append(samples(output[0]))
     finally:
         detach(pipe)
     return UncachedRuns(total, replays, outputs)
@@ -60,12 +61,6 @@ def _replayable(kwargs: dict) -> Callable[[], dict]:
         return {**kwargs, "generator": fresh}
 
     return replay
-
-
-def _images(output) -> np.ndarray:
-    frames = getattr(output, "frames", None)
-    images = frames if frames is not None else output.images
-    return images.float().cpu().numpy() if torch.is_tensor(images) else np.asarray(images, dtype=np.float32)
 
 
 def refine_plan(pipe, runs: UncachedRuns, plan: Plan, history: int, moves: int = 6) -> Plan:
@@ -93,7 +88,7 @@ def _cached_error(pipe, runs: UncachedRuns, plan: Plan) -> float:
     budget = len(plan.computed)
     attach(pipe, Learned(budget, plans={budget: plan}))
     try:
-        return float(np.mean([np.mean((_images(pipe(**replay())) - reference) ** 2)
+        return float(np.mean([np.mean((samples(pipe(**replay())) - reference) ** 2)
                               for replay, reference in zip(runs.replays, runs.outputs)]))
     finally:
         detach(pipe)

@@ -101,6 +101,10 @@ class CachePolicy(abc.ABC):
     rehearses: ClassVar[bool] = False
     #: True for bounds that know the uncached result (the oracle): reports mark them, they are not deployable.
     bound: ClassVar[bool] = False
+    #: Constructor arguments that a calibration fills in when they are left None (TeaCache's coefficients).
+    calibrated: ClassVar[tuple[str, ...]] = ()
+    #: Published values of ``calibrated`` arguments per model family: the calibration store's defaults.
+    published: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def reset(self) -> None:
         """Forget everything from the previous generation."""
@@ -109,11 +113,6 @@ class CachePolicy(abc.ABC):
         """For ``rehearses`` policies: the residual of all blocks at every step of an uncached
         generation, per branch, recorded by ``executor.rehearse`` before the generation to run."""
         raise NotImplementedError(f"{type(self).__name__} does not plan from a rehearsal")
-
-    #: Constructor arguments that a calibration fills in when they are left None (TeaCache's coefficients).
-    calibrated: ClassVar[tuple[str, ...]] = ()
-    #: Published values of ``calibrated`` arguments per model family: the calibration store's defaults.
-    published: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def for_model(self, numbers: dict[str, Any], family: str) -> "CachePolicy":
         """The policy to run on a model of ``family`` whose calibration holds ``numbers`` for this policy
