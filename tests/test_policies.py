@@ -23,20 +23,23 @@ def run(pipe, policy, steps=STEPS, **kwargs):
     return executor.trace, image
 
 
-def published_teacache(signals, threshold, coefficients):
-    """TeaCache's accumulate-and-reset rule as published, from the recorded relative changes."""
+def published_teacache(changes, threshold, coefficients):
+    """TeaCache's accumulate-and-reset rule as published, from the relative change at every step (step 0: none):
+    the decisions and the accumulated sum compared with ``threshold`` (None on the first and last steps)."""
     rescale = np.poly1d(coefficients)
-    decisions, accumulated = [], 0.0
-    for step, signal in enumerate(signals):
-        if step == 0 or step == len(signals) - 1:
+    decisions, compared, accumulated = [], [], 0.0
+    for step, change in enumerate(changes):
+        if step == 0 or step == len(changes) - 1:
             should_calc, accumulated = True, 0.0
+            compared.append(None)
         else:
-            accumulated += rescale(signal)
+            accumulated += rescale(change)
+            compared.append(accumulated)
             should_calc = accumulated >= threshold
             if should_calc:
                 accumulated = 0.0
         decisions.append(should_calc)
-    return decisions
+    return decisions, compared
 
 
 def test_teacache_decisions_follow_the_published_rule(flux):
@@ -50,14 +53,14 @@ def test_teacache_decisions_follow_the_published_rule(flux):
         hook.remove()
     block = flux.transformer.transformer_blocks[0]
     modulated = [block.norm1(hidden, emb=temb)[0] for hidden, temb in inputs]
-    expected_signals = [((m - p).abs().mean() / p.abs().mean()).item() for p, m in zip(modulated, modulated[1:])]
-    recorded = [r.signal for r in trace]
-    assert recorded[0] is None and recorded[-1] is None
-    assert np.allclose(recorded[1:-1], expected_signals[:-1], rtol=1e-5)
-    signals = [0.0 if s is None else s for s in recorded]
+    changes = [None] + [((m - p).abs().mean() / p.abs().mean()).item() for p, m in zip(modulated, modulated[1:])]
+    expected_computed, expected_signals = published_teacache(changes, 0.6, FLUX_COEFFICIENTS)
     computed = [r.computed for r in trace]
-    assert computed == published_teacache(signals, 0.6, FLUX_COEFFICIENTS)
+    assert computed == expected_computed
     assert computed[0] and computed[-1] and not all(computed), computed
+    recorded = [r.signal for r in trace]  # the accumulated sum TeaCache compared with its threshold
+    assert recorded[0] is None and recorded[-1] is None
+    assert np.allclose(recorded[1:-1], expected_signals[1:-1], rtol=1e-5)
 
 
 def test_teacache_takes_published_coefficients_from_the_model_spec(flux, cogview4):
@@ -75,6 +78,26 @@ def test_teacache_reuses_the_residual_of_all_blocks(flux):
     assert [r.computed for r in trace] == [True] + [False] * (STEPS - 2) + [True]
     _, plain = run(flux, NoCache())
     assert not torch.equal(image, plain)
+
+
+@pytest.mark.parametrize("policy, computes", [
+    (cachelab.FirstBlockCache(0.5), lambda signal, threshold: signal > threshold),
+    (cachelab.DualBlockCache(0.5, compute_first=1, warmup_steps=2), lambda signal, threshold: signal > threshold),
+    (TeaCache(0.6), lambda signal, threshold: signal >= threshold),
+    (cachelab.MagCache(0.3, max_skip_steps=100, retention_ratio=0.0), lambda signal, threshold: signal > threshold),
+], ids=lambda p: type(p).__name__ if isinstance(p, CachePolicy) else "")
+def test_the_signal_is_the_value_compared_with_the_threshold(flux, policy, computes):
+    trace, _ = run(flux, policy)
+    compared = [r for r in trace if r.signal is not None]
+    assert {r.computed for r in compared} == {True, False}, "the setting must both compute and reuse"
+    assert all(r.computed == computes(r.signal, policy.threshold) for r in compared)
+    assert trace[0].signal is None  # nothing to compare with at the first step
+
+
+@pytest.mark.parametrize("policy", [NoCache(), FixedInterval(3), cachelab.TaylorSeer(3)])
+def test_policies_without_a_threshold_record_no_signal(flux, policy):
+    trace, _ = run(flux, policy)
+    assert all(r.signal is None for r in trace)
 
 
 @pytest.mark.parametrize(

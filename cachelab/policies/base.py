@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import dataclasses
 import numbers
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -52,10 +53,13 @@ def as_float(value: Any) -> float | None:
 
 @dataclass(frozen=True)
 class Decision:
-    """Compute the blocks, or stand in for them with the kept residuals. ``signal`` is the value the
-    policy compared. ``weights`` (newest kept residual first) make the stand-in a linear combination
-    of the kept residuals, a forecast; ``None`` reuses the newest one. A forecast that asks for more
-    residuals than are kept falls back to reusing the newest."""
+    """Compute the blocks, or stand in for them with the kept residuals. ``weights`` (newest kept residual
+    first) make the stand-in a linear combination of the kept residuals, a forecast; ``None`` reuses the
+    newest one. A forecast that asks for more residuals than are kept falls back to reusing the newest.
+
+    ``signal`` (the trace's ``signal`` column) is the value the policy compared with its threshold at this
+    call, whatever that value is for the policy (each policy's docstring says); ``None`` when it compared
+    none: the policy has no threshold, or decided without one (first step, warm-up)."""
 
     compute: bool
     signal: float | None = None
@@ -75,12 +79,20 @@ def forecast(weights, signal: float | None = None) -> Decision:
     return Decision(False, signal, tuple(float(w) for w in weights))
 
 
+#: Field metadata for a dataclass policy's constructor argument that ``params()`` leaves out of records.
+NOT_RECORDED = {"recorded": False}
+
+
 class CachePolicy(abc.ABC):
     """A caching rule. Subclasses set ``signals``/``head_blocks`` and implement ``decide``.
 
     The executor keeps one copy of the policy per CFG branch and calls ``reset()`` on it at the
     start of every generation, so a policy keeps its state in plain attributes and never sees
     another branch's calls.
+
+    The built-in policies are dataclasses (``@dataclass(eq=False, repr=False)``: identity equality
+    and this class's repr stay) whose fields are their settings, validated in ``__post_init__``;
+    ``params()`` and ``for_model`` read the fields. A plain subclass with its own ``__init__`` works too.
     """
 
     name: ClassVar[str] = ""
@@ -124,9 +136,16 @@ class CachePolicy(abc.ABC):
         absent = [key for key in missing if numbers.get(key) is None]
         if absent:
             raise ValueError(self.uncalibrated(absent, family))
+        return self._with_settings(**{key: numbers[key] for key in missing})
+
+    def _with_settings(self, **changes) -> "CachePolicy":
+        """A new policy with the settings ``changes``, ``self`` untouched: ``dataclasses.replace`` (which
+        validates again) for a dataclass policy, else a shallow copy with the attributes set."""
+        if dataclasses.is_dataclass(self):
+            return dataclasses.replace(self, **changes)
         policy = copy.copy(self)
-        for key in missing:
-            setattr(policy, key, numbers[key])
+        for key, value in changes.items():
+            setattr(policy, key, value)
         return policy
 
     def check_steps(self, steps: int) -> None:
@@ -146,8 +165,11 @@ class CachePolicy(abc.ABC):
         return f"{type(self).__name__}({params})"
 
     def params(self) -> dict[str, Any]:
-        """The constructor arguments, for records and configs."""
-        return {}
+        """The constructor arguments, for records and configs: a dataclass policy's init fields (less
+        those marked ``NOT_RECORDED``); nothing for a plain subclass unless it overrides this."""
+        if not dataclasses.is_dataclass(self):
+            return {}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.metadata.get("recorded", True)}
 
 
 def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:

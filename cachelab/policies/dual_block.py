@@ -1,7 +1,9 @@
 """DBCache, dual block caching (cache-dit): First Block Cache generalised to Fn head and Bn tail blocks."""
 
+from dataclasses import dataclass
+
 from .base import Decision, StepContext, check_number, compute
-from .first_block import FirstBlockCache
+from .first_block import HeadResidualChange
 from .registry import register_policy
 
 
@@ -11,42 +13,40 @@ def _limit(name: str, value: int) -> int:
 
 
 @register_policy("dbcache")
-class DualBlockCache(FirstBlockCache):
+@dataclass(eq=False, repr=False)
+class DualBlockCache(HeadResidualChange):
     """Run the first ``compute_first`` blocks and compare their residual as First Block Cache does;
     on a reused step, apply the cached residual of the middle blocks and still run the last
     ``compute_last`` blocks. The first ``warmup_steps`` steps compute; at most ``max_cached_steps``
     steps per generation and ``max_continuous_cached_steps`` in a row are reused (-1: no limit).
     Defaults are cache-dit's (F8B0, threshold 0.08, 8 warm-up steps, no limits); with
     ``compute_first=1, compute_last=0, warmup_steps=0`` it is First Block Cache. ``taylor_order`` > 0
-    forecasts the middle residual on reused steps, as cache-dit's TaylorSeer calibrator does."""
+    forecasts the middle residual on reused steps, as cache-dit's TaylorSeer calibrator does.
+    Signal: as First Block Cache's; ``None`` on the steps that compute without comparing (warm-up, limits)."""
 
-    def __init__(
-        self,
-        threshold: float = 0.08,
-        compute_first: int = 8,
-        compute_last: int = 0,
-        warmup_steps: int = 8,
-        max_cached_steps: int = -1,
-        max_continuous_cached_steps: int = -1,
-        taylor_order: int = 0,
-    ):
-        super().__init__(threshold, taylor_order)
-        self.head_blocks = check_number("compute_first", compute_first, minimum=1, integer=True)
-        self.tail_blocks = check_number("compute_last", compute_last, integer=True)
-        self.warmup_steps = check_number("warmup_steps", warmup_steps, integer=True)
-        self.max_cached_steps = _limit("max_cached_steps", max_cached_steps)
-        self.max_continuous_cached_steps = _limit("max_continuous_cached_steps", max_continuous_cached_steps)
+    threshold: float = 0.08
+    compute_first: int = 8
+    compute_last: int = 0
+    warmup_steps: int = 8
+    max_cached_steps: int = -1
+    max_continuous_cached_steps: int = -1
+    taylor_order: int = 0
 
-    def params(self):
-        return {
-            "threshold": self.threshold,
-            "compute_first": self.head_blocks,
-            "compute_last": self.tail_blocks,
-            "warmup_steps": self.warmup_steps,
-            "max_cached_steps": self.max_cached_steps,
-            "max_continuous_cached_steps": self.max_continuous_cached_steps,
-            "taylor_order": self.taylor_order,
-        }
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_number("compute_first", self.compute_first, minimum=1, integer=True)
+        check_number("compute_last", self.compute_last, integer=True)
+        check_number("warmup_steps", self.warmup_steps, integer=True)
+        _limit("max_cached_steps", self.max_cached_steps)
+        _limit("max_continuous_cached_steps", self.max_continuous_cached_steps)
+
+    @property
+    def head_blocks(self) -> int:
+        return self.compute_first
+
+    @property
+    def tail_blocks(self) -> int:
+        return self.compute_last
 
     def reset(self) -> None:
         super().reset()

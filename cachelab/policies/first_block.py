@@ -1,28 +1,30 @@
 """First Block Cache (ParaAttention; the rule of diffusers' ``FirstBlockCacheConfig``)."""
 
+from dataclasses import dataclass
+
 from .base import CachePolicy, Decision, StepContext, check_number, compute, forecast, relative_l1, reuse
 from .registry import register_policy
 from .taylor import taylor_weights
 
 
-@register_policy("first_block")
-class FirstBlockCache(CachePolicy):
-    """Run block 0; compute the rest when its residual moved more than ``threshold`` (relative L1)
-    from the residual of the last computed step. ``taylor_order`` > 0 forecasts the skipped steps'
-    residual with a Taylor expansion over the last computed steps instead of reusing the newest."""
+class HeadResidualChange(CachePolicy):
+    """The rule of ``FirstBlockCache`` and ``DualBlockCache``, dataclasses with ``threshold`` and
+    ``taylor_order`` fields. Signal: the relative L1 change of the head blocks' residual since the last
+    computed step, compared with ``threshold``."""
 
     signals = ("head_residual",)
-    head_blocks = 1
     uses_threshold = True
+    threshold: float
+    taylor_order: int
 
-    def __init__(self, threshold: float = 0.05, taylor_order: int = 0):
-        self.threshold = check_number("threshold", threshold)
-        self.taylor_order = check_number("taylor_order", taylor_order, integer=True)
-        self.history = taylor_order + 1
+    def __post_init__(self) -> None:
+        check_number("threshold", self.threshold)
+        check_number("taylor_order", self.taylor_order, integer=True)
         self.reset()
 
-    def params(self):
-        return {"threshold": self.threshold, "taylor_order": self.taylor_order}
+    @property
+    def history(self) -> int:
+        return self.taylor_order + 1
 
     def reset(self) -> None:
         self.last_computed_residual = None
@@ -40,3 +42,15 @@ class FirstBlockCache(CachePolicy):
         if self.taylor_order:
             return forecast(taylor_weights(ctx.computed_steps, ctx.step, self.taylor_order), change)
         return reuse(change)
+
+
+@register_policy("first_block")
+@dataclass(eq=False, repr=False)
+class FirstBlockCache(HeadResidualChange):
+    """Run block 0; compute the rest when its residual moved more than ``threshold`` (relative L1)
+    from the residual of the last computed step. ``taylor_order`` > 0 forecasts the skipped steps'
+    residual with a Taylor expansion over the last computed steps instead of reusing the newest."""
+
+    head_blocks = 1
+    threshold: float = 0.05
+    taylor_order: int = 0

@@ -1,22 +1,34 @@
 """Fixed-interval caching (FORA / DeepCache style)."""
 
+from dataclasses import dataclass
+
 from .base import CachePolicy, Decision, StepContext, check_number, compute, reuse
 from .registry import register_policy
 
 
+class IntervalSchedule(CachePolicy):
+    """The schedule of ``FixedInterval`` and ``TaylorSeer``, dataclasses with ``interval`` and ``warmup_steps`` fields."""
+
+    interval: int
+    warmup_steps: int
+
+    def __post_init__(self) -> None:
+        check_number("interval", self.interval, minimum=1, integer=True)
+        check_number("warmup_steps", self.warmup_steps, integer=True)
+
+    def scheduled(self, ctx: StepContext) -> bool:
+        """Whether the schedule computes this call: a warm-up step, every ``interval``-th step after them, the last step."""
+        after_warmup = ctx.step - self.warmup_steps
+        return after_warmup < 0 or after_warmup % self.interval == 0 or ctx.is_last
+
+
 @register_policy("fixed_interval")
-class FixedInterval(CachePolicy):
+@dataclass(eq=False, repr=False)
+class FixedInterval(IntervalSchedule):
     """Compute the first ``warmup_steps`` steps, then every ``interval``-th step, and the last step."""
 
-    def __init__(self, interval: int = 2, warmup_steps: int = 0):
-        self.interval = check_number("interval", interval, minimum=1, integer=True)
-        self.warmup_steps = check_number("warmup_steps", warmup_steps, integer=True)
-
-    def params(self):
-        return {"interval": self.interval, "warmup_steps": self.warmup_steps}
+    interval: int = 2
+    warmup_steps: int = 0
 
     def decide(self, ctx: StepContext) -> Decision:
-        after_warmup = ctx.step - self.warmup_steps
-        if after_warmup < 0 or after_warmup % self.interval == 0 or ctx.is_last:
-            return compute()
-        return reuse()
+        return compute() if self.scheduled(ctx) else reuse()

@@ -3,32 +3,36 @@ by ``cachelab.calibrate.learned_policy`` on a few uncached generations."""
 
 from __future__ import annotations
 
-import copy
+import dataclasses
+from dataclasses import dataclass, field
 
 from ..schedules import Plan
-from .base import CachePolicy, Decision, StepContext, check_number
+from .base import NOT_RECORDED, CachePolicy, Decision, StepContext, check_number
 from .planned import follow
 from .registry import register_policy
 
 
 @register_policy("learned")
+@dataclass(eq=False, repr=False)
 class Learned(CachePolicy):
     """Compute the ``budget`` steps of a calibrated schedule; forecast each other step as the calibrated
     per-step linear combination of the last computed residuals. ``plans`` (budget -> plan, as stored by
-    calibration) default to the model's calibration (``cachelab.calibration``)."""
+    calibration) default to the model's calibration (``cachelab.calibration``); records leave them out."""
 
     calibrated = ("plans",)
+    budget: int = 6
+    plans: dict | None = field(default=None, metadata=NOT_RECORDED)
 
-    def __init__(self, budget: int = 6, plans: dict | None = None):
-        self.budget = check_number("budget", budget, minimum=1, integer=True)
-        self.plans = plans
-        self.plan_in_use = None
+    def __post_init__(self) -> None:
+        check_number("budget", self.budget, minimum=1, integer=True)
+        self.plan_in_use: Plan | None = None
 
-    def params(self):
-        return {"budget": self.budget}
+    @property
+    def history(self) -> int:
+        return 1 if self.plan_in_use is None else self.plan_in_use.history
 
     def for_model(self, numbers, family) -> "Learned":
-        policy = copy.copy(super().for_model(numbers, family))
+        policy = dataclasses.replace(super().for_model(numbers, family))  # a new object even when nothing was missing
         stored = {int(budget): plan for budget, plan in policy.plans.items()}
         if self.budget not in stored:
             raise ValueError(
@@ -38,7 +42,6 @@ class Learned(CachePolicy):
             )
         plan = stored[self.budget]
         policy.plan_in_use = plan if isinstance(plan, Plan) else Plan.from_json(plan)
-        policy.history = policy.plan_in_use.history
         return policy
 
     def uncalibrated(self, missing, family):

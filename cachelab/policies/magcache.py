@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -29,37 +30,32 @@ def resample(ratios: Sequence[float], length: int) -> list[float]:
 
 
 @register_policy("magcache")
+@dataclass(eq=False, repr=False)
 class MagCache(CachePolicy):
     """After the first ``retention_ratio`` of the steps, multiply the per-step magnitude ratios
     (residual norm of step t over step t-1, from one calibration run) and add up ``|1 - product|``;
     reuse the residual of all blocks while that error stays within ``threshold`` and at most
     ``max_skip_steps`` steps in a row were reused. ``mag_ratios`` default to the model's calibration
-    (the published FLUX ones); ``cachelab.calibrate.magcache_ratios`` measures them for any model."""
+    (the published FLUX ones); ``cachelab.calibrate.magcache_ratios`` measures them for any model.
+    Signal: that accumulated error, up to and including this call (``None`` on the retention steps and
+    at a first call after them, with nothing cached)."""
 
     uses_threshold = True
     calibrated = ("mag_ratios",)
     published = {"flux": {"mag_ratios": list(FLUX_MAG_RATIOS)}}
 
-    def __init__(
-        self,
-        threshold: float = 0.06,
-        max_skip_steps: int = 3,
-        retention_ratio: float = 0.2,
-        mag_ratios: Sequence[float] | None = None,
-    ):
-        self.threshold = check_number("threshold", threshold)
-        self.max_skip_steps = check_number("max_skip_steps", max_skip_steps, integer=True)
-        self.retention_ratio = check_number("retention_ratio", retention_ratio)
-        self.mag_ratios = None if mag_ratios is None else [float(r) for r in mag_ratios]
-        self.reset()
+    threshold: float = 0.06
+    max_skip_steps: int = 3
+    retention_ratio: float = 0.2
+    mag_ratios: Sequence[float] | None = None
 
-    def params(self):
-        return {
-            "threshold": self.threshold,
-            "max_skip_steps": self.max_skip_steps,
-            "retention_ratio": self.retention_ratio,
-            "mag_ratios": self.mag_ratios,
-        }
+    def __post_init__(self) -> None:
+        check_number("threshold", self.threshold)
+        check_number("max_skip_steps", self.max_skip_steps, integer=True)
+        check_number("retention_ratio", self.retention_ratio)
+        if self.mag_ratios is not None:
+            self.mag_ratios = [float(r) for r in self.mag_ratios]
+        self.reset()
 
     def uncalibrated(self, missing, family):
         return (
@@ -81,8 +77,8 @@ class MagCache(CachePolicy):
             self.accumulated_ratio *= self.ratios[ctx.step] if ctx.step < len(self.ratios) else 1.0
             self.accumulated_steps += 1
             self.accumulated_error += abs(1.0 - self.accumulated_ratio)
-            error = self.accumulated_error
-            if self.cached and error <= self.threshold and self.accumulated_steps <= self.max_skip_steps:
+            error = self.accumulated_error if self.cached else None  # nothing cached yet: nothing to compare
+            if error is not None and error <= self.threshold and self.accumulated_steps <= self.max_skip_steps:
                 return reuse(error)
             self.accumulated_ratio, self.accumulated_error, self.accumulated_steps = 1.0, 0.0, 0
             self.cached = True

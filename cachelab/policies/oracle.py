@@ -5,6 +5,8 @@ once a step is approximated the trajectory drifts, and a schedule tuned on reali
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..schedules import FORECASTS, best_plan, estimator, gram
 from .base import CachePolicy, Decision, StepContext, check_number
 from .planned import follow
@@ -12,6 +14,7 @@ from .registry import register_policy
 
 
 @register_policy("oracle")
+@dataclass(eq=False, repr=False)
 class Oracle(CachePolicy):
     """Compute the ``budget`` steps (step 0 among them) whose stand-ins for the skipped steps have the
     least summed squared error against the uncached residuals of the same generation. Stand-ins:
@@ -22,16 +25,16 @@ class Oracle(CachePolicy):
     rehearses = True
     bound = True
 
-    def __init__(self, budget: int = 8, forecast: str = "fitted", history: int = 2):
-        self.budget = check_number("budget", budget, minimum=1, integer=True)
-        if forecast not in FORECASTS:
-            raise ValueError(f"forecast must be one of {', '.join(FORECASTS)}, got {forecast!r}")
-        self.forecast = forecast
-        self.history = 1 if forecast == "reuse" else check_number("history", history, minimum=1, integer=True)
-        self.plans: dict = {}
+    budget: int = 8
+    forecast: str = "fitted"
+    history: int = 2
 
-    def params(self):
-        return {"budget": self.budget, "forecast": self.forecast, "history": self.history}
+    def __post_init__(self) -> None:
+        check_number("budget", self.budget, minimum=1, integer=True)
+        if self.forecast not in FORECASTS:
+            raise ValueError(f"forecast must be one of {', '.join(FORECASTS)}, got {self.forecast!r}")
+        self.history = 1 if self.forecast == "reuse" else check_number("history", self.history, minimum=1, integer=True)
+        self.plans: dict = {}
 
     def check_steps(self, steps: int) -> None:
         if self.budget > steps:

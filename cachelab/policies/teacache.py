@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 from .base import CachePolicy, Decision, StepContext, check_number, compute, relative_l1, reuse
@@ -27,9 +28,11 @@ def rescale(coefficients: Sequence[float], x: float) -> float:
 
 
 @register_policy("teacache")
+@dataclass(eq=False, repr=False)
 class TeaCache(CachePolicy):
     """Skip while the accumulated rescaled relative L1 change of the first block's modulated input
-    stays below ``threshold``. First and last steps always compute.
+    stays below ``threshold``. First and last steps always compute. Signal: that accumulated change,
+    the sum up to and including this call (``None`` on the first and last steps).
 
     ``coefficients`` default to the model's calibration (``cachelab.calibration``): the published ones
     of its family unless numbers measured on the model are given; the executor fills them in at attach time.
@@ -40,13 +43,14 @@ class TeaCache(CachePolicy):
     calibrated = ("coefficients",)
     published = {family: {"coefficients": list(values)} for family, values in PUBLISHED_COEFFICIENTS.items()}
 
-    def __init__(self, threshold: float = 0.4, coefficients: Sequence[float] | None = None):
-        self.threshold = check_number("threshold", threshold)
-        self.coefficients = None if coefficients is None else [float(c) for c in coefficients]
-        self.reset()
+    threshold: float = 0.4
+    coefficients: Sequence[float] | None = None
 
-    def params(self):
-        return {"threshold": self.threshold, "coefficients": self.coefficients}
+    def __post_init__(self) -> None:
+        check_number("threshold", self.threshold)
+        if self.coefficients is not None:
+            self.coefficients = [float(c) for c in self.coefficients]
+        self.reset()
 
     def uncalibrated(self, missing, family):
         return (
@@ -67,7 +71,8 @@ class TeaCache(CachePolicy):
             return compute()
         change = relative_l1(current, previous)
         self.accumulated += rescale(self.coefficients, change)
-        if self.accumulated < self.threshold:
-            return reuse(change)
+        accumulated = self.accumulated
+        if accumulated < self.threshold:
+            return reuse(accumulated)
         self.accumulated = 0.0
-        return compute(change)
+        return compute(accumulated)
