@@ -14,7 +14,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, config_dir, validate
-from .tracking import provenance, results_table, save_job, wandb_run, write_summary
+from .notices import silence_notices
+from .tracking.provenance import provenance
+from .tracking.results import differing_keys, finished_config, save_job
+from .tracking.sweep import write_summary
+from .tracking.tables import reference_row, results_table
+from .tracking.wandb_run import log_outcome, wandb_run
 
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
@@ -24,12 +29,23 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as error:
         print(f"cachelab: error: {error}", file=sys.stderr)
         sys.exit(2)
-    from .runner import run_experiment  # after validation: imports torch and diffusers
-
     hydra_config = HydraConfig.get()
     output_dir = Path(hydra_config.runtime.output_dir)
     sweep = hydra_config.mode == RunMode.MULTIRUN
     config = OmegaConf.to_container(OmegaConf.structured(run))
+    config.pop("resume")  # a resumed job is the same job
+    if sweep and (before := finished_config(output_dir)) is not None:
+        if differing := differing_keys(config, before):
+            print(f"cachelab: error: {output_dir} holds the finished result of another config ({', '.join(differing)} "
+                  "differ); give the sweep a new folder (hydra.sweep.dir=...) instead of overwriting it", file=sys.stderr)
+            sys.exit(2)
+        print(f"{output_dir.name}: finished before (same config), skipped", flush=True)
+        write_summary(output_dir.parent)
+        return
+    if not run.verbose:
+        silence_notices()
+    from .runner import run_experiment  # after validation: imports torch and diffusers
+
     job = dict(policy=run.policy["name"], model=run.model.name, threshold=run.threshold, steps=run.steps)
     try:
         with wandb_run(run.logger, config=config, name=output_dir.name if sweep else f"{run.name}-{job['policy']}",
@@ -39,8 +55,6 @@ def main(cfg: DictConfig) -> None:
             result = {**outcome.result, "status": "done", "config": config, **provenance()}
             save_job(output_dir, result, outcome, run.save_images)
             if tracker is not None:
-                from .tracking import log_outcome
-
                 log_outcome(tracker, outcome.result, outcome)
     except Exception as error:
         save_job(output_dir, {**job, "status": "failed", "error": f"{type(error).__name__}: {error}", "config": config})
@@ -50,11 +64,6 @@ def main(cfg: DictConfig) -> None:
             write_summary(output_dir.parent)
     if not sweep:
         print(f"\n{results_table([reference_row(result), result])}\n\nresults: {output_dir}", flush=True)
-
-
-def reference_row(result: dict) -> dict:
-    return dict(policy="none (reference)", computed_steps=result["steps"], steps=result["steps"], speedup=1.0,
-                ideal_speedup=1.0, psnr=float("inf"), ssim=1.0, digit_accuracy=result["reference_digit_accuracy"])
 
 
 if __name__ == "__main__":

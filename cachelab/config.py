@@ -6,7 +6,6 @@ Every mistake is reported as one `ConfigError` line, before any model loads.
 from __future__ import annotations
 
 import importlib
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,24 +18,20 @@ DTYPES = ("float32", "float16", "bfloat16")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = (None, "online", "offline", "disabled")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
-
-SWEPT_KEYS_ENV = "CACHELAB_SWEPT_KEYS"
-
-
-def swept_dirname(task_overrides) -> str:
-    """A sweep job's folder name: its overrides of the swept keys only (all of them outside a sweep)."""
-    swept = os.environ.get(SWEPT_KEYS_ENV)
-    keys = None if swept is None else set(swept.split(","))
-    chosen = [o for o in task_overrides if keys is None or o.split("=", 1)[0].lstrip("+~") in keys]
-    return ",".join(chosen).replace("/", "_") or "job"
-
-
-OmegaConf.register_new_resolver("cachelab_swept", swept_dirname, replace=True)
+CFG_DECISIONS = ("separate", "shared")
 
 
 class ConfigError(ValueError):
     """A config mistake, told in one line."""
+
+
+@dataclass
+class MetricConfig:
+    """A model's own quality metric: ``function(images, prompts) -> float | None``, stored in results as ``name``."""
+
+    name: str = MISSING
+    function: str = MISSING  # "package.module:function"
+    format: str = "{:.4g}"  # how tables print it
 
 
 @dataclass
@@ -56,8 +51,8 @@ class ModelConfig:
     size_multiple: int = 16
     frame_multiple: Optional[int] = None
     threads: Optional[int] = None
-    digits: Optional[List[int]] = None
     prompts: Optional[List[str]] = None
+    metric: Optional[MetricConfig] = None
     call_kwargs: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -113,6 +108,10 @@ class RunConfig:
     cache_dir: str = "~/.cache/cachelab"
     save_images: bool = True
     quiet: bool = False
+    verbose: bool = False
+    compile: bool = False
+    cfg_decisions: str = "separate"
+    resume: Optional[str] = None
 
 
 def config_dir() -> str:
@@ -176,8 +175,26 @@ def check_ranges(run: RunConfig) -> None:
         path = Path(run.prompt_file).expanduser()
         _require(path.is_file(), f"prompt_file={run.prompt_file}: no such file")
         _require(bool(read_prompt_file(path)), f"prompt_file={run.prompt_file}: no prompts in it (one prompt a line)")
-    _require(run.prompts is not None or run.prompt_file is not None or model.prompts or model.digits,
+    _require(run.prompts is not None or run.prompt_file is not None or model.prompts,
              f"model={model.name} has no default prompts: set prompts=[...] or prompt_file=...")
+    _require(run.cfg_decisions in CFG_DECISIONS,
+             f"cfg_decisions must be {' or '.join(CFG_DECISIONS)}, got {run.cfg_decisions!r}")
+    _require(run.resume is None or Path(run.resume).expanduser().is_dir(),
+             f"resume={run.resume}: no such sweep folder (give the folder of the sweep to finish, e.g. multirun/<name>/<time>)")
+    if model.metric is not None:
+        metric_function(model.metric)
+
+
+def metric_function(metric: MetricConfig):
+    """The callable `metric.function` names ("package.module:function")."""
+    module, _, name = metric.function.partition(":")
+    try:
+        function = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(f"model.metric.function={metric.function}: cannot import it ({error}); "
+                          "give it as package.module:function") from None
+    _require(callable(function), f"model.metric.function={metric.function} is not callable")
+    return function
 
 
 def check_device(device: str) -> None:

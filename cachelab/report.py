@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import math
 from pathlib import Path
 
-from .tracking import results_table
+from .tracking.results import read_result
+from .tracking.tables import results_table
 
 
 def load_results(folders: list[Path]) -> list[dict]:
@@ -26,7 +26,7 @@ def load_results(folders: list[Path]) -> list[dict]:
     results = []
     for folder in folders:
         for path in sorted(Path(folder).rglob("result.json")):
-            result = json.loads(path.read_text())
+            result = read_result(path)
             if result.get("status", "done") == "done":
                 below = path.parent.relative_to(folder)
                 job = below.as_posix() if below.parts else path.parent.resolve().name

@@ -23,8 +23,9 @@ from tqdm.auto import tqdm
 
 from . import metrics
 from .calibration import use_calibration_file
-from .config import RunConfig, make_run_policy, read_prompt_file
+from .config import RunConfig, make_run_policy, metric_function, read_prompt_file
 from .executor import attach, detach, synchronize_device
+from .memory import peak_memory
 from .models.loading import load_pipeline, locate
 
 log = logging.getLogger(__name__)
@@ -61,24 +62,13 @@ class Outcome:
     traces: list[list]
 
 
-def prompts_and_digits(run: RunConfig) -> tuple[list[str], list[int] | None]:
-    """The run's prompts and, for the digits model's default prompts, the digit each one asks for."""
-    digits = None
+def run_prompts(run: RunConfig) -> list[str]:
+    """The run's prompts: `prompt_file`, else `prompts`, else the model's own; the first `num_prompts` of them."""
     if run.prompt_file is not None:
         prompts = read_prompt_file(Path(run.prompt_file).expanduser())
-    elif run.prompts is not None:
-        prompts = list(run.prompts)
-    elif run.model.digits is not None:
-        from .zoo import prompts_for
-
-        digits = list(run.model.digits)
-        prompts = prompts_for(digits)
     else:
-        prompts = list(run.model.prompts)
-    if run.num_prompts is not None:
-        prompts = prompts[: run.num_prompts]
-        digits = digits and digits[: run.num_prompts]
-    return prompts, digits
+        prompts = list(run.prompts if run.prompts is not None else run.model.prompts)
+    return prompts[: run.num_prompts]
 
 
 def make_calls(run: RunConfig, prompts: list[str]) -> list[Call]:
@@ -108,13 +98,13 @@ def cpu_threads(count: int | None):
 
 
 def _run_experiment(run: RunConfig) -> Outcome:
-    prompts, digits = prompts_and_digits(run)
+    prompts = run_prompts(run)
     calls = make_calls(run, prompts)
     policy = make_run_policy(run)
     pipe = loaded_pipeline(run)
-    pipe.set_progress_bar_config(disable=run.quiet, leave=False)
+    pipe.set_progress_bar_config(disable=True)  # one bar per phase (reference, cached, timing), not one per image
     reference, from_store = reference_images(pipe, run, calls)
-    cached = generate(pipe, calls, policy, desc="cached", quiet=run.quiet)
+    cached = generate(pipe, calls, policy, desc="cached", quiet=run.quiet, cfg_decisions=run.cfg_decisions)
     timing = time_alternating(pipe, policy, calls[: run.timing.prompts], run)
     drift = float(np.abs(timing.fresh - reference[: len(timing.fresh)]).max())
     if drift > 1e-3:
@@ -125,7 +115,7 @@ def _run_experiment(run: RunConfig) -> Outcome:
         bound=policy.bound,
         steps=run.steps, num_prompts=len(calls), seed=run.seed, prompts=prompts,
         **speed_figures(timing, run), **decision_figures(cached.traces, run.steps),
-        **quality_figures(reference, cached.images, digits),
+        **quality_figures(reference, cached.images), **model_metric(run, reference, cached.images, prompts),
         reference_from_store=from_store, reference_drift=drift,
     )
     return Outcome(result, reference, cached.images, cached.traces)
@@ -144,6 +134,8 @@ def speed_figures(timing: Timing, run: RunConfig) -> dict:
         executor_overhead=metrics.executor_overhead(trace, full_call),
         reference_seconds=statistics.median(timing.reference), cached_seconds=statistics.median(timing.cached),
         timed_prompts=len(timing.fresh), timing_repeats=run.timing.repeats, timing_spread=spread,
+        reference_peak_memory_mb=timing.peak_memory_mb["reference"], cached_peak_memory_mb=timing.peak_memory_mb["cached"],
+        peak_memory_kind=timing.peak_memory_kind,
     )
 
 
@@ -154,16 +146,20 @@ def decision_figures(traces: list[list], steps: int) -> dict:
     return dict(computed_fraction=overall, computed_fraction_per_branch=fractions, computed_steps=overall * steps)
 
 
-def quality_figures(reference: np.ndarray, cached: np.ndarray, digits: list[int] | None) -> dict:
+def quality_figures(reference: np.ndarray, cached: np.ndarray) -> dict:
     ssim = metrics.ssim(reference, cached)
-    figures = dict(psnr=metrics.psnr(reference, cached), ssim=metrics.mean(ssim),
-                   psnr_per_prompt=metrics.psnr_per_sample(reference, cached), ssim_per_prompt=ssim,
-                   digit_accuracy=None, reference_digit_accuracy=None)
-    if digits is not None:
-        from .zoo.classifier import digit_accuracy
+    return dict(psnr=metrics.psnr(reference, cached), ssim=metrics.mean(ssim),
+                psnr_per_prompt=metrics.psnr_per_sample(reference, cached), ssim_per_prompt=ssim)
 
-        figures.update(digit_accuracy=digit_accuracy(cached, digits), reference_digit_accuracy=digit_accuracy(reference, digits))
-    return figures
+
+def model_metric(run: RunConfig, reference: np.ndarray, cached: np.ndarray, prompts: list[str]) -> dict:
+    """The model's own metric (`model.metric`) of the cached and the reference images, stored under its name."""
+    metric = run.model.metric
+    if metric is None:
+        return {}
+    function = metric_function(metric)
+    return {"metric": dict(name=metric.name, format=metric.format), metric.name: function(cached, prompts),
+            f"reference_{metric.name}": function(reference, prompts)}
 
 
 _loaded: dict[str, object] = {}
@@ -171,18 +167,22 @@ _loaded: dict[str, object] = {}
 
 def loaded_pipeline(run: RunConfig):
     """The run's pipeline, kept for the next job of a sweep that uses the same model (one at a time)."""
-    key = json.dumps([asdict(run.model), run.device, run.calibration_file], sort_keys=True, default=str)
+    key = json.dumps([asdict(run.model), run.device, run.calibration_file, run.compile], sort_keys=True, default=str)
     if key not in _loaded:
         _loaded.clear()
         pipe = _loaded[key] = load_pipeline(run.model, run.device)
         if run.calibration_file is not None:
             use_calibration_file(pipe.transformer, Path(run.calibration_file).expanduser())
+        if run.compile:
+            from .compile import compile_blocks
+
+            compile_blocks(pipe.transformer)
     return _loaded[key]
 
 
-def generate(pipe, calls: list[Call], policy=None, *, desc: str, quiet: bool) -> Passes:
+def generate(pipe, calls: list[Call], policy=None, *, desc: str, quiet: bool, cfg_decisions: str = "separate") -> Passes:
     """Run every call, cached with `policy` (attached for this pass only) or uncached."""
-    executor = attach(pipe, policy, synchronize=True) if policy is not None else None
+    executor = attach(pipe, policy, synchronize=True, cfg_decisions=cfg_decisions) if policy is not None else None
     images, seconds, traces = [], [], []
     try:
         for call in tqdm(calls, desc=desc, disable=quiet, leave=False):
@@ -220,6 +220,8 @@ class Timing:
     call_seconds: list[float] = field(default_factory=list)
     traces: list[list] = field(default_factory=list)
     fresh: np.ndarray | None = None
+    peak_memory_mb: dict[str, float] = field(default_factory=lambda: {"reference": 0.0, "cached": 0.0})
+    peak_memory_kind: str | None = None
 
 
 def time_alternating(pipe, policy, calls: list[Call], run: RunConfig) -> Timing:
@@ -228,14 +230,17 @@ def time_alternating(pipe, policy, calls: list[Call], run: RunConfig) -> Timing:
     for round_ in tqdm(range(run.timing.warmup + run.timing.repeats), desc="timing", disable=run.quiet, leave=False):
         timed = round_ >= run.timing.warmup
         for use_cache in ((False, True) if round_ % 2 == 0 else (True, False)):
+            kind = "cached" if use_cache else "reference"
+            timer = contextlib.nullcontext([]) if use_cache else call_timer(pipe.transformer)  # uncached call times only
+            with peak_memory(pipe.device) as peak, timer as seconds:
+                passes = generate(pipe, calls, policy if use_cache else None, desc=kind, quiet=True, cfg_decisions=run.cfg_decisions)
+            timing.peak_memory_mb[kind] = max(timing.peak_memory_mb[kind], peak.megabytes)
+            timing.peak_memory_kind = peak.kind
             if use_cache:
-                passes = generate(pipe, calls, policy, desc="cached", quiet=True)
                 if timed:
                     timing.cached.append(sum(passes.seconds))
                     timing.traces.extend(passes.traces)
                 continue
-            with call_timer(pipe.transformer) as seconds:
-                passes = generate(pipe, calls, desc="uncached", quiet=True)
             timing.fresh = passes.images if timing.fresh is None else timing.fresh
             if timed:
                 timing.reference.append(sum(passes.seconds))

@@ -1,6 +1,7 @@
 """`python -m cachelab` in a subprocess: bad input, the documented command, a 2x2 sweep with W&B."""
 
 import json
+import re
 import time
 
 import pytest
@@ -91,8 +92,36 @@ def test_the_default_run_on_the_embedded_model(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert (result["model"], result["policy"], result["num_prompts"]) == ("digits", "first_block", 3)
-    assert result["reference_digit_accuracy"] is not None and result["digit_accuracy"] is not None
-    assert "digit acc" in done.stdout
+    assert result["metric"]["name"] == "digit_accuracy" and 0 <= result["digit_accuracy"] <= 1
+    assert result["reference_digit_accuracy"] is not None and "| digit_accuracy |" in done.stdout
+    assert result["reference_peak_memory_mb"] > 0 and result["cached_peak_memory_mb"] > 0
+    # quiet by default: no third-party notices, and progress bars only for the phases, not per image or per weight file
+    assert "[transformers]" not in done.stderr and "Loading" not in done.stderr
+    bars = {line.split(":")[0].strip() for line in re.split(r"[\r\n]", done.stderr) if "%|" in line}
+    assert bars == {"reference", "cached", "timing"}
+
+
+def test_a_resumed_sweep_runs_only_the_jobs_without_a_finished_result(tmp_path, tiny_dir):
+    overrides = tiny_overrides(tiny_dir, tmp_path / "store")
+    sweep = tmp_path / "sweep"
+    command = ["-m", "policy=fixed_interval", "policy.interval=2,3,4", *overrides]
+    done = run_cli([*command, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    jobs = sorted(p for p in sweep.iterdir() if (p / "result.json").is_file())
+    assert [job.name for job in jobs] == ["0_policy.interval=2", "1_policy.interval=3", "2_policy.interval=4"]
+    written = {job.name: (job / "result.json").stat().st_mtime_ns for job in jobs}
+    (jobs[1] / "result.json").unlink()
+    (sweep / "summary.csv").unlink()
+    done = run_cli([*command, f"resume={sweep}"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("finished before (same config), skipped") == 2
+    assert {job.name: (job / "result.json").stat().st_mtime_ns for job in jobs} != written
+    assert [(job / "result.json").stat().st_mtime_ns == written[job.name] for job in jobs] == [True, False, True]
+    assert len((sweep / "summary.csv").read_text().splitlines()) == 4
+    # a finished result of another config is never overwritten
+    done = run_cli([*command, "seed=1", f"resume={sweep}"], cwd=tmp_path)
+    assert done.returncode != 0 and "holds the finished result of another config (seed differ)" in done.stderr
+    assert [(job / "result.json").stat().st_mtime_ns == written[job.name] for job in jobs] == [True, False, True]
 
 
 def test_a_failing_job_keeps_the_results_of_the_others(tmp_path, tiny_dir):

@@ -100,6 +100,6 @@ def test_prompt_file_replaces_prompts(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\n\na dog\n")
     run = validate(composed([f"prompt_file={prompts}"]))
-    from cachelab.runner import prompts_and_digits
+    from cachelab.runner import run_prompts
 
-    assert prompts_and_digits(run) == (["a cat", "a dog"], None)
+    assert run_prompts(run) == ["a cat", "a dog"]

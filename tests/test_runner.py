@@ -5,10 +5,11 @@ import pytest
 from test_runner_fixtures import composed, saved_tiny_flux, tiny_overrides
 
 from cachelab.config import validate
-from cachelab.runner import make_calls, prompts_and_digits, reference_key, run_experiment
+from cachelab.runner import make_calls, reference_key, run_experiment, run_prompts
 
 RESULT_KEYS = {"policy", "model", "threshold", "speedup", "ideal_speedup", "psnr", "ssim", "computed_fraction",
-               "computed_fraction_per_branch", "digit_accuracy", "reference_digit_accuracy", "reference_from_store"}
+               "computed_fraction_per_branch", "reference_from_store", "reference_peak_memory_mb", "cached_peak_memory_mb",
+               "peak_memory_kind"}
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,8 @@ def test_fixed_interval_run_measures_what_it_skipped(overrides):
     assert result["speedup"] > 0 and result["ideal_speedup"] > 1 and 0 < result["skip_cost"] < 1
     assert np.isfinite(result["psnr"]) and 0 < result["ssim"] < 1
     assert outcome.reference.shape == outcome.cached.shape == (2, 32, 32, 3)
-    assert result["digit_accuracy"] is None  # not the digits model
+    assert "metric" not in result and "digit_accuracy" not in result  # the tiny model brings no metric of its own
+    assert result["peak_memory_kind"] == "cpu_rss" and result["cached_peak_memory_mb"] > 10
 
 
 def test_the_reference_is_computed_once_and_reused(overrides):
@@ -47,7 +49,7 @@ def test_the_reference_is_computed_once_and_reused(overrides):
 def test_reference_key_depends_on_what_changes_the_images(overrides):
     def key(*extra):
         run_config = validate(composed([*overrides, *extra]))
-        return reference_key(run_config, make_calls(run_config, prompts_and_digits(run_config)[0]), "cpu")
+        return reference_key(run_config, make_calls(run_config, run_prompts(run_config)), "cpu")
 
     assert key() == key("policy=teacache", "threshold=0.3")  # the policy does not change the reference
     assert len({key(), key("steps=5"), key("seed=1"), key("prompts=['a cat']"), key("guidance=2.0")}) == 5

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from cachelab import tracking
+from cachelab.tracking import results, sweep, wandb_run
 
 LOGGER = SimpleNamespace(name="wandb", project="cachelab-tests", entity=None, mode="offline", group=None, tags=["test"])
 
@@ -70,13 +70,14 @@ def fake_outcome():
 
 RESULT = dict(policy="first_block", model="digits", threshold=0.1, speedup=1.7, ideal_speedup=2.0, psnr=float("inf"),
               ssim=0.98, computed_fraction=0.5, computed_fraction_per_branch={"cond": 0.5}, computed_steps=14.0,
-              steps=28, digit_accuracy=1.0, reference_digit_accuracy=1.0, policy_params={"threshold": 0.1})
+              steps=28, digit_accuracy=1.0, reference_digit_accuracy=0.9, policy_params={"threshold": 0.1},
+              metric={"name": "digit_accuracy", "format": "{:.0%}"})
 
 
 def test_an_offline_wandb_run_holds_config_metrics_samples_and_trace(tmp_path):
-    with tracking.wandb_run(LOGGER, config={"threshold": 0.1, "model": {"name": "digits"}}, name="job-0",
+    with wandb_run.wandb_run(LOGGER, config={"threshold": 0.1, "model": {"name": "digits"}}, name="job-0",
                             group="sweep-1", directory=tmp_path, quiet=True) as run:
-        tracking.log_outcome(run, RESULT, fake_outcome())
+        wandb_run.log_outcome(run, RESULT, fake_outcome())
     found = offline_run(tmp_path)
     assert found["summary"]["speedup"] == 1.7 and found["summary"]["computed_fraction_per_branch/cond"] == 0.5
     assert found["summary"]["psnr"] is None  # W&B gets no infinities
@@ -87,13 +88,13 @@ def test_an_offline_wandb_run_holds_config_metrics_samples_and_trace(tmp_path):
 
 def test_a_failed_job_finishes_its_wandb_run_as_failed(tmp_path):
     with pytest.raises(RuntimeError):
-        with tracking.wandb_run(LOGGER, config={}, name="job", group=None, directory=tmp_path, quiet=True):
+        with wandb_run.wandb_run(LOGGER, config={}, name="job", group=None, directory=tmp_path, quiet=True):
             raise RuntimeError("boom")
     assert offline_run(tmp_path)["exit_code"] == 1
 
 
 def test_logger_none_starts_nothing(tmp_path):
-    with tracking.wandb_run(SimpleNamespace(name="none"), config={}, name="x", group=None,
+    with wandb_run.wandb_run(SimpleNamespace(name="none"), config={}, name="x", group=None,
                             directory=tmp_path, quiet=True) as run:
         assert run is None
     assert not (tmp_path / "wandb").exists()
@@ -102,29 +103,33 @@ def test_logger_none_starts_nothing(tmp_path):
 def test_offline_unless_configured(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert not tracking.wandb_configured()
+    assert not wandb_run.wandb_configured()
     (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password key\n")
     (tmp_path / ".netrc").chmod(0o600)
-    assert tracking.wandb_configured()
+    assert wandb_run.wandb_configured()
 
 
 def test_job_files_and_sweep_summary(tmp_path):
     outcome = fake_outcome()
-    tracking.save_job(tmp_path / "0_threshold=0.1", RESULT, outcome)
-    tracking.save_job(tmp_path / "1_threshold=0.2", dict(RESULT, threshold=0.2, status="failed", error="boom"))
+    results.save_job(tmp_path / "0_threshold=0.1", RESULT, outcome)
+    results.save_job(tmp_path / "1_threshold=0.2", dict(RESULT, threshold=0.2, status="failed", error="boom"))
     job = tmp_path / "0_threshold=0.1"
-    assert json.loads((job / "result.json").read_text())["psnr"] == float("inf")
-    assert (job / "trace.csv").read_text().splitlines()[0] == ",".join(tracking.TRACE_COLUMNS)
+    assert json.loads((job / "result.json").read_text(), parse_constant=pytest.fail)["psnr"] is None  # strict JSON
+    assert results.read_result(job / "result.json")["psnr"] == float("inf")
+    assert (job / "trace.csv").read_text().splitlines()[0] == ",".join(results.TRACE_COLUMNS)
     assert len((job / "trace.csv").read_text().splitlines()) == 1 + 6
     assert {p.name for p in (job / "images").iterdir()} >= {"000_reference.png", "001_cached.png", "001_difference.png"}
     assert (job / "grid.png").is_file()
-    rows = tracking.write_summary(tmp_path)
+    rows = sweep.write_summary(tmp_path)
     assert [(row["job"], row["status"]) for row in rows] == [("0_threshold=0.1", "done"), ("1_threshold=0.2", "failed")]
     table = (tmp_path / "summary.md").read_text()
     assert "| 0_threshold=0.1 | first_block | 0.1" in table and "inf" in table and "1.70x" in table
-    assert (tmp_path / "summary.csv").read_text().count("\n") == 3
+    assert "| digit_accuracy | reference digit_accuracy |" in table and "| 100%" in table and "| 90%" in table
+    summary = (tmp_path / "summary.csv").read_text().splitlines()
+    assert len(summary) == 3 and summary[0].endswith("psnr,ssim,digit_accuracy,reference_digit_accuracy,error")
+    assert ",28,1.7,2.0,,0.98,1.0,0.9," in summary[1]  # the infinite PSNR is an empty cell
 
 
 def test_scalars_flatten_nested_values_and_drop_lists():
-    flat = tracking.scalars({"a": 1.0, "b": {"c": float("nan")}, "d": [1, 2], "e": None})
+    flat = wandb_run.scalars({"a": 1.0, "b": {"c": float("nan")}, "d": [1, 2], "e": None})
     assert flat == {"a": 1.0, "b/c": None, "e": None}

@@ -19,10 +19,10 @@ from .signals import magcache_ratios, teacache_coefficients
 
 def calibrate_model(run: RunConfig) -> dict:
     """Every calibrated policy's numbers for the run's model and prompts, in calibration.json's layout."""
-    from ..runner import cpu_threads, loaded_pipeline, make_calls, prompts_and_digits
+    from ..runner import cpu_threads, loaded_pipeline, make_calls, run_prompts
 
     setting = run.calibrate
-    prompts = prompts_and_digits(run)[0] * setting.generations
+    prompts = run_prompts(run) * setting.generations
     arguments = make_calls(run, prompts[:1])[0].arguments
 
     def kwargs():
