@@ -1,5 +1,6 @@
 """cachelab: caching policies for diffusion-transformer inference."""
 
+from . import zoo  # the embedded digits model: cachelab.zoo.load_pipeline() after a plain `import cachelab`
 from .executor import StepLoopExecutor, StepRecord, attach, detach
 from .models.specs import ModelSpec, register_spec
 from .policies import (
@@ -50,4 +51,5 @@ __all__ = [
     "register_spec",
     "registered_policies",
     "reuse",
+    "zoo",
 ]

@@ -8,6 +8,7 @@ from test_runner_fixtures import composed, saved_tiny_flux
 
 from cachelab.config import validate
 from cachelab.models.loading import WeightsNotFound, load_pipeline, locate
+from cachelab.zoo import CheckpointError, check_checkpoint
 
 
 @pytest.fixture
@@ -61,3 +62,19 @@ def test_model_path_loads_the_saved_pipeline(tmp_path_factory):
 def test_model_path_without_a_pipeline_is_a_miss(tmp_path):
     with pytest.raises(WeightsNotFound, match="no model_index.json"):
         locate(flux_model(f"model.path={tmp_path}"))
+
+
+def test_a_pipeline_missing_a_component_is_named_by_locate_and_by_the_checkpoint_check(tmp_path_factory, tmp_path):
+    directory = shutil.copytree(saved_tiny_flux(tmp_path_factory), tmp_path / "pipe")
+    shutil.rmtree(directory / "vae")
+    with pytest.raises(WeightsNotFound, match="lacks the vae/ folder"):
+        locate(flux_model(f"model.path={directory}"))
+    with pytest.raises(CheckpointError, match="missing checkpoint folder: .*vae"):
+        check_checkpoint(directory)
+
+
+def test_a_corrupt_model_index_is_a_miss_that_names_it(tmp_path_factory, tmp_path):
+    directory = shutil.copytree(saved_tiny_flux(tmp_path_factory), tmp_path / "pipe")
+    (directory / "model_index.json").write_text("{not json")
+    with pytest.raises(WeightsNotFound, match="corrupt checkpoint file .*model_index.json"):
+        locate(flux_model(f"model.path={directory}"))

@@ -1,7 +1,11 @@
 """The embedded digits model: offline loading, generation quality, the digit metric, checkpoint errors."""
 
+import importlib.util
 import json
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,6 +90,24 @@ def test_digit_accuracy_on_real_digits(real_digits):
     np.testing.assert_array_equal(zoo.classify_digits(as_pil), zoo.classify_digits(images[:50]))
 
 
+def test_digit_accuracy_of_prompts_reads_the_digit_each_prompt_names(real_digits):
+    images, labels = real_digits
+    assert zoo.digit_accuracy_of_prompts(images, zoo.prompts_for(labels)) == zoo.digit_accuracy(images, labels) >= 0.98
+    assert zoo.digit_accuracy_of_prompts(images, zoo.prompts_for((labels + 1) % 10)) <= 0.05
+    eights = images[labels == 8][:4]
+    assert zoo.digit_accuracy_of_prompts(eights, ["a handwritten digit 8"] * 4) == 1.0
+
+
+@pytest.mark.parametrize("odd", ["a handwritten digit 18", "a handwritten digit", "A handwritten digit 8",
+                                 "a handwritten digit 8.", "a photo of a cat 8", ""])
+def test_digit_accuracy_of_prompts_is_none_unless_every_prompt_names_a_digit(real_digits, odd):
+    images, labels = real_digits
+    prompts = zoo.prompts_for(labels[:3])
+    assert zoo.digit_accuracy_of_prompts(images[:3], prompts) == 1.0
+    assert zoo.digit_accuracy_of_prompts(images[:4], [*prompts, odd]) is None
+    assert zoo.digit_accuracy_of_prompts(images[:0], []) is None
+
+
 def test_digit_accuracy_checks_lengths(real_digits):
     with pytest.raises(ValueError, match="digits"):
         zoo.digit_accuracy(real_digits[0][:3], [1, 2])
@@ -140,3 +162,20 @@ def test_teacache_and_magcache_use_the_numbers_measured_on_the_model(pipe):
     cachelab.detach(plain)
     assert executor.policy.coefficients == list(PUBLISHED_COEFFICIENTS["flux"])
     assert len(measured["magcache"]["mag_ratios"]) == 28 and FLUX_MAG_RATIOS != tuple(measured["magcache"]["mag_ratios"])
+
+
+def test_zoo_is_there_after_import_cachelab_without_diffusers():
+    code = "import sys, cachelab; print(cachelab.zoo.path()); print('diffusers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == [str(zoo.path("digits")), "False"]
+
+
+def test_the_card_is_what_the_card_tool_renders_from_the_checkpoint(copy):
+    tool = Path(__file__).parents[1] / "experiments" / "train_digits" / "card.py"
+    spec = importlib.util.spec_from_file_location("digits_card", tool)
+    card = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(card)
+    (copy / "README.md").unlink()
+    card.write_card(copy, json.loads((copy / "measurements.json").read_text()))
+    assert (copy / "README.md").read_text() == (zoo.path("digits") / "README.md").read_text()
+    assert "python experiments/train_digits/calibrate_digits.py --seeds 3" in (copy / "README.md").read_text()

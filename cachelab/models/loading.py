@@ -5,9 +5,13 @@
 
 from __future__ import annotations
 
-import json
-import warnings
 from pathlib import Path
+
+import torch
+
+from .. import zoo
+from ..calibration import use_calibration_file
+from ..zoo.checkpoint import CheckpointError, from_pretrained, pipeline_components
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json", ".gguf", ".pt", ".pth")
 
@@ -40,8 +44,6 @@ def locate(model) -> Path:
 
 
 def _embedded(name: str) -> Path:
-    from .. import zoo
-
     try:
         directory = zoo.path(name)
         zoo.check_checkpoint(directory)
@@ -59,9 +61,11 @@ def _check_pipeline_dir(directory: Path, model, where: str) -> None:
     index = directory / "model_index.json"
     if not index.is_file():
         raise WeightsNotFound(f"model={model.name}: no model_index.json in {where}; {advice}")
-    for component, spec in json.loads(index.read_text()).items():
-        if component.startswith("_") or not isinstance(spec, list) or spec[0] is None:
-            continue
+    try:
+        components = pipeline_components(directory)
+    except CheckpointError as error:
+        raise WeightsNotFound(f"model={model.name}: {where}: {error}; {advice}") from None
+    for component in components:
         folder = directory / component
         if not folder.is_dir():
             raise WeightsNotFound(f"model={model.name}: {where} lacks the {component}/ folder; {advice}")
@@ -71,8 +75,6 @@ def _check_pipeline_dir(directory: Path, model, where: str) -> None:
 
 
 def torch_device(name: str) -> str:
-    import torch
-
     if name != "auto":
         return name
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -81,20 +83,12 @@ def torch_device(name: str) -> str:
 def load_pipeline(model, device: str = "auto"):
     """The diffusers pipeline of `model` on `device`, in `model.dtype`, with the numbers of a
     `calibration.json` beside its weights given to its transformer (`cachelab.calibration`)."""
-    import torch
-
-    from ..calibration import use_calibration_file
-
     directory = locate(model)
     if model.hub_id is None:
-        from .. import zoo
-
         pipe = zoo.load_pipeline(directory, torch_dtype=getattr(torch, model.dtype))
     else:
         from diffusers import DiffusionPipeline
 
-        with warnings.catch_warnings():  # newer diffusers call it `dtype`; older ones know only `torch_dtype`
-            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-            pipe = DiffusionPipeline.from_pretrained(directory, torch_dtype=getattr(torch, model.dtype))
+        pipe = from_pretrained(DiffusionPipeline, directory, getattr(torch, model.dtype))
         use_calibration_file(pipe.transformer, directory)
     return pipe.to(torch_device(device))

@@ -11,8 +11,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from cachelab.zoo.checkpoint import CheckpointError, check_checkpoint
-from cachelab.zoo.classifier import classify_digits, digit_accuracy
+import torch
+
+from cachelab.calibration import use_calibration_file
+from cachelab.zoo.checkpoint import CheckpointError, check_checkpoint, from_pretrained
+from cachelab.zoo.classifier import classify_digits, digit_accuracy, digit_accuracy_of_prompts
 from cachelab.zoo.data import CALL_DEFAULTS, DIGIT_PROMPT, prompts_for
 
 _ROOT = Path(__file__).parent
@@ -20,7 +23,7 @@ MODELS = ("digits",)
 
 __all__ = [
     "CALL_DEFAULTS", "DIGIT_PROMPT", "MODELS", "CheckpointError", "check_checkpoint", "classify_digits",
-    "digit_accuracy", "load_pipeline", "path", "prompts_for",
+    "digit_accuracy", "digit_accuracy_of_prompts", "load_pipeline", "path", "prompts_for",
 ]
 
 
@@ -47,25 +50,16 @@ def load_pipeline(name: str | os.PathLike = "digits", torch_dtype=None, calibrat
     `calibrated`, TeaCache and MagCache use the numbers measured on this model (`calibration.json`)
     instead of the published FLUX.1-dev ones.
     """
-    import warnings
-
-    import torch
-
-    from cachelab.zoo.digits_model import DigitsFluxPipeline
+    from cachelab.zoo.digits_model import DigitsFluxPipeline  # imports diffusers: only when a model loads
 
     root = _resolve(name)
     check_checkpoint(root)
     try:
-        with warnings.catch_warnings():  # newer diffusers prefer `dtype=`, older ones only know `torch_dtype=`
-            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-            pipe = DigitsFluxPipeline.from_pretrained(
-                root, torch_dtype=torch_dtype or torch.float32, local_files_only=True, low_cpu_mem_usage=False
-            )
+        pipe = from_pretrained(DigitsFluxPipeline, root, torch_dtype or torch.float32, local_files_only=True,
+                               low_cpu_mem_usage=False)
     except Exception as err:
         raise CheckpointError(f"failed to load the checkpoint in {root}: {err}") from err
     pipe.default_sample_size = CALL_DEFAULTS["height"] // pipe.vae_scale_factor
     if calibrated:
-        from cachelab.calibration import use_calibration_file
-
         use_calibration_file(pipe.transformer, root)
     return pipe

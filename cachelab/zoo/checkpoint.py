@@ -1,9 +1,11 @@
-"""Check a saved diffusers pipeline folder before loading it, so that a missing or corrupt file is named."""
+"""Saved diffusers pipeline folders: the components model_index.json lists, a check that names a missing or
+corrupt file before anything loads, and `from_pretrained` without the `torch_dtype` deprecation warning."""
 
 from __future__ import annotations
 
 import json
 import struct
+import warnings
 from pathlib import Path
 
 # Files each kind of component needs, by the library class that model_index.json names.
@@ -63,12 +65,26 @@ def _check_component(folder: Path, class_name: str) -> None:
         check_safetensors(file)
 
 
+def pipeline_components(root: Path) -> dict[str, str]:
+    """{component folder: library class} of every component that `root`/model_index.json loads from a folder
+    (not the `_`-prefixed metadata, not components saved as None)."""
+    index = _read_json(Path(root) / "model_index.json")
+    return {name: spec[1] for name, spec in index.items()
+            if not name.startswith("_") and isinstance(spec, list) and spec[0] is not None}
+
+
 def check_checkpoint(root: Path) -> None:
     """Raise CheckpointError naming the first missing or corrupt file of the pipeline saved in `root`."""
     root = Path(root)
     if not root.is_dir():
         raise CheckpointError(f"missing checkpoint folder: {root}")
-    index = _read_json(root / "model_index.json")
-    for name, spec in index.items():
-        if not name.startswith("_") and isinstance(spec, list) and spec[0] is not None:
-            _check_component(root / name, spec[1])
+    for name, class_name in pipeline_components(root).items():
+        _check_component(root / name, class_name)
+
+
+def from_pretrained(pipeline_class, directory: Path, torch_dtype, **kwargs):
+    """`pipeline_class.from_pretrained(directory, torch_dtype=torch_dtype, **kwargs)`, quietly: newer
+    diffusers and transformers prefer `dtype=` and warn about `torch_dtype=`, which older ones only know."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
+        return pipeline_class.from_pretrained(directory, torch_dtype=torch_dtype, **kwargs)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from cachelab.zoo.data import downsample, load_digits_8x8
+from cachelab.zoo.data import DIGIT_PROMPT, downsample, load_digits_8x8
 
 
 @lru_cache(maxsize=1)
@@ -46,3 +47,21 @@ def digit_accuracy(images, digits: Sequence[int]) -> float:
     if len(digits) != len(predicted):
         raise ValueError(f"{len(predicted)} images but {len(digits)} digits")
     return float((predicted == digits).mean())
+
+
+_PROMPT_PATTERN = re.compile(re.escape(DIGIT_PROMPT).replace(re.escape("{}"), "([0-9])"))
+
+
+def digit_of_prompt(prompt: str) -> int | None:
+    """The digit that a prompt written by `prompts_for` names ("a handwritten digit 7" -> 7), else None."""
+    match = _PROMPT_PATTERN.fullmatch(prompt)
+    return int(match.group(1)) if match else None
+
+
+def digit_accuracy_of_prompts(images, prompts: Sequence[str]) -> float | None:
+    """`digit_accuracy` of `images` against the digits their `prompts` name; None when there are no prompts
+    or any prompt is not one that `prompts_for` writes (the metric does not apply to them)."""
+    digits = [digit_of_prompt(prompt) for prompt in prompts]
+    if not digits or None in digits:
+        return None
+    return digit_accuracy(images, digits)

@@ -60,7 +60,7 @@ STEPS = 28
 ARGUMENTS = dict(num_inference_steps=STEPS, output_type="np", **zoo.CALL_DEFAULTS)  # both models' sizes
 SEEDS = (0, 1)
 CALIBRATION_SEED = 1000  # models calibrated in the run are calibrated on this seed, disjoint from SEEDS
-CALIBRATION_GENERATIONS = 2  # of every prompt, in batched calls, as cachelab.zoo.calibrate_digits does
+CALIBRATION_GENERATIONS = 2  # of every prompt, in batched calls, as experiments/train_digits/calibrate_digits.py does
 THREADS = 1  # another process may share the machine; one thread each avoids oversubscription
 FULL = dict(timing_prompts=2, rounds=5)  # 5: a burst of load over two adjacent passes leaves the median
 QUICK = dict(timing_prompts=1, rounds=3)

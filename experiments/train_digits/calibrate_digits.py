@@ -1,9 +1,9 @@
 """Measure TeaCache's coefficients, MagCache's ratios and the learned policy's plans for the digits model
 and store them with it.
 
-    python -m cachelab.zoo.calibrate_digits [--seeds 3]
+    python experiments/train_digits/calibrate_digits.py [--seeds 3]
 
-Writes ``digits/calibration.json``; ``load_pipeline`` gives them to the executor, so ``TeaCache()``,
+Writes ``cachelab/zoo/digits/calibration.json``; ``load_pipeline`` gives them to the executor, so ``TeaCache()``,
 ``MagCache()`` and ``Learned()`` on the digits model use numbers measured on it rather than FLUX.1-dev's.
 The learned plans are fitted on generations drawn from a generator seeded ``LEARNED_SEED``, which no
 evaluation in this repository uses (evaluations seed each prompt with 0..10).
@@ -18,6 +18,7 @@ from cachelab.calibrate import learned_plans, magcache_ratios, teacache_coeffici
 from cachelab.calibration import CALIBRATION_FILE
 from cachelab.zoo import load_pipeline, path, prompts_for
 
+COMMAND = "python experiments/train_digits/calibrate_digits.py"
 LEARNED_SEED = 1000
 LEARNED_GENERATIONS = 2
 LEARNED_BUDGETS = (3, 4, 5, 6, 7, 8, 10)
@@ -35,7 +36,7 @@ def calibrate(seeds: int, steps: int = 28) -> dict:
                           **call_kwargs(LEARNED_SEED))
 
     return {
-        "command": f"python -m cachelab.zoo.calibrate_digits --seeds {seeds}",
+        "command": f"{COMMAND} --seeds {seeds}",
         "data": f"10 digits x {seeds} seeds, {steps} steps, uncached",
         "policies": {
             "teacache": {"coefficients": teacache_coefficients(pipe, batches, **call_kwargs())},

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from pathlib import Path
+
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+from cachelab.calibration import CALIBRATION_FILE
 
 TEMPLATE = """\
 # digits: cachelab's embedded default model
@@ -56,7 +62,8 @@ Checkpoint: {total_mb:.1f} MB in total, safetensors and JSON only.
 
 `{train_command}`: {seconds_total:.0f} s from building the pipeline to the last step, on {train_threads} torch
 thread(s) of the 2-core machine below, of which {seconds_vae:.0f} s for the VAE; seed {seed}; deterministic for
-a given seed and thread count; `--out DIR` writes elsewhere. Recipe, all in `cachelab/zoo/train_digits.py`:
+a given seed and thread count; `--out DIR` writes elsewhere. Recipe in
+`experiments/train_digits/` (`train_digits.py`, `digits_architecture.py`):
 
 - Text encoders: random, frozen (seed {seed}); the transformer learns to read them. CLIP tokenizes
   characters (no merges, {clip_len} tokens), T5 has a 16-word vocabulary (8 tokens).
@@ -127,6 +134,12 @@ input change): {coefficients}. MagCache ratios, steps 0-27: {ratios}.
 """
 
 
+def runnable(command: str) -> str:
+    """A recorded command line as it runs today: these tools ran as `python -m cachelab.zoo.<tool>` until
+    they moved to experiments/train_digits/, and the checkpoint's JSON files keep the command of their run."""
+    return re.sub(r"^python -m cachelab\.zoo\.(\w+)", r"python experiments/train_digits/\1.py", command)
+
+
 def _mb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 2**20
 
@@ -151,24 +164,18 @@ def _components(folder: Path, params: dict) -> str:
 
 
 def _calibration(folder: Path) -> str:
-    from cachelab.calibration import CALIBRATION_FILE
-
     file = folder / CALIBRATION_FILE
     if not file.is_file():
         return ""
     numbers = json.loads(file.read_text())
     return CALIBRATION.format(
-        data=numbers["data"], command=numbers["command"],
+        data=numbers["data"], command=runnable(numbers["command"]),
         coefficients=", ".join(f"{c:.6g}" for c in numbers["policies"]["teacache"]["coefficients"]),
         ratios=", ".join(f"{r:.4f}" for r in numbers["policies"]["magcache"]["mag_ratios"]),
     )
 
 
 def write_card(folder: Path, m: dict) -> None:
-    import math
-
-    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
-
     log = json.loads((folder / "train_log.json").read_text())
     args = log["args"]
     sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
@@ -188,12 +195,12 @@ def write_card(folder: Path, m: dict) -> None:
     text = TEMPLATE.format(
         components=_components(folder, m["parameters"]), mu=mu, shift=math.exp(mu), shift_m1=math.exp(mu) - 1,
         total_mb=sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20,
-        train_command=log["command"], seconds_total=log["seconds_total"], seconds_vae=log["seconds_vae"],
+        train_command=runnable(log["command"]), seconds_total=log["seconds_total"], seconds_vae=log["seconds_vae"],
         train_threads=args["threads"], seed=args["seed"], clip_len=json.loads(
             (folder / "tokenizer" / "tokenizer_config.json").read_text()).get("model_max_length"),
         vae_steps=args["vae_steps"], vae_batch=args["vae_batch"], vae_loss=log["vae_loss"][-1][1],
         shift_factor=vae["shift_factor"], scaling_factor=vae["scaling_factor"], steps=args["steps"],
-        batch=args["batch"], lr=args["lr"], loss=log["transformer_loss"][-1][1], measure_command=m["command"],
+        batch=args["batch"], lr=args["lr"], loss=log["transformer_loss"][-1][1], measure_command=runnable(m["command"]),
         seconds_measure=m["seconds_measure"],
         seeds=m["seeds"], accuracy=m["accuracy"], accuracy_cfg3=m["accuracy_cfg3"], cpu=m["cpu"],
         torch=m["torch"], threads=m["threads"], seconds_10x28=main["seconds_10x28"], fastest=fastest,

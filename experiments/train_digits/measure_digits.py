@@ -1,4 +1,4 @@
-"""Measure the digits model and write its card: ``python -m cachelab.zoo.measure_digits [--dir DIR]``.
+"""Measure the digits model and write its card: ``python experiments/train_digits/measure_digits.py [--dir DIR]``.
 
 Writes measurements.json, samples.png and README.md (the model card) into the checkpoint folder;
 every number in the card comes from this run or from the training run's train_log.json.
@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from card import write_card
 from diffusers.hooks import FirstBlockCacheConfig
-from skimage.metrics import peak_signal_noise_ratio
 
-from cachelab import zoo
+from cachelab import metrics, zoo
 from cachelab.policies.base import relative_l1
-from cachelab.zoo.card import write_card
+from cachelab.runner import call_timer
+
+COMMAND = "python experiments/train_digits/measure_digits.py"
 
 STEPS = 28
 SEEDS = range(10)
@@ -82,25 +84,21 @@ def median_seconds(fn, repeats: int = 3) -> float:
 
 def forward_times(pipe, threshold: float | None = None) -> list[float]:
     """Seconds of every transformer call over one 10-image generation (optionally under FBC)."""
-    times, starts = [], []
-    pre = pipe.transformer.register_forward_pre_hook(lambda *a: starts.append(time.perf_counter()))
-    post = pipe.transformer.register_forward_hook(lambda *a: times.append(time.perf_counter() - starts[-1]))
     if threshold is not None:
         pipe.transformer.enable_cache(FirstBlockCacheConfig(threshold=threshold))
     try:
-        generate(pipe, 0)
+        with call_timer(pipe.transformer) as times:
+            generate(pipe, 0)
     finally:
-        pre.remove()
-        post.remove()
         if threshold is not None:
             pipe.transformer.disable_cache()
     return times
 
 
-def psnr(reference: np.ndarray, images: np.ndarray) -> float:
-    """Mean per-image PSNR in dB (inf where identical)."""
-    with np.errstate(divide="ignore"):
-        return float(np.mean([peak_signal_noise_ratio(r, x, data_range=1.0) for r, x in zip(reference, images)]))
+def mean_psnr(reference: np.ndarray, images: np.ndarray) -> float:
+    """Mean per-image PSNR in dB, infinite if any image equals its reference: the card's published figure,
+    not `metrics.psnr` (the PSNR of the whole set), which `python -m cachelab` reports."""
+    return metrics.mean(metrics.psnr_per_sample(reference, images))
 
 
 def first_block_cache(pipe, threshold: float, reference: list[np.ndarray]) -> dict:
@@ -120,7 +118,7 @@ def first_block_cache(pipe, threshold: float, reference: list[np.ndarray]) -> di
         pipe.transformer.disable_cache()
     return dict(
         threshold=threshold, computed_steps_mean=float(np.mean(steps)), computed_steps_min=min(steps),
-        computed_steps_max=max(steps), psnr_db=round(psnr(np.concatenate(reference), np.concatenate(images)), 2),
+        computed_steps_max=max(steps), psnr_db=round(mean_psnr(np.concatenate(reference), np.concatenate(images)), 2),
         accuracy=zoo.digit_accuracy(np.concatenate(images), DIGITS * len(SEEDS)), seconds_10x28=round(seconds, 3),
     )
 
@@ -167,7 +165,7 @@ def speed(pipe) -> dict:
 
 @torch.no_grad()
 def measure(pipe, folder: Path) -> dict:
-    m = dict(command="python -m cachelab.zoo.measure_digits", steps=STEPS, seeds=len(SEEDS), cpu=cpu_name(),
+    m = dict(command=COMMAND, steps=STEPS, seeds=len(SEEDS), cpu=cpu_name(),
              threads=torch.get_num_threads(), torch=torch.__version__, parameters=parameter_counts(pipe))
     m["accuracy"], reference = accuracy(pipe)
     m["accuracy_cfg3"], _ = accuracy(pipe, **CFG)

@@ -1,4 +1,4 @@
-"""Train the embedded digits model: ``python -m cachelab.zoo.train_digits [--out DIR] [--seed 0]``.
+"""Train the embedded digits model: ``python experiments/train_digits/train_digits.py [--out DIR] [--seed 0]``.
 
 A complete FluxPipeline on scikit-learn's digits, on CPU: frozen random text encoders, an
 AutoencoderKL trained on 32x32 digits, and a FluxTransformer2DModel trained with rectified flow in
@@ -20,11 +20,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import FluxPipeline
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+from digits_architecture import build_pipeline
 
+from cachelab import zoo
 from cachelab.zoo.data import IMAGE_SIZE, MAX_SEQUENCE_LENGTH, load_digits_8x8, prompts_for, upsample
-from cachelab.zoo.digits_model import build_pipeline
 
-DEFAULT_OUT = Path(__file__).parent / "digits"
+COMMAND = "python experiments/train_digits/train_digits.py"
+DEFAULT_OUT = zoo.path("digits")
 CFG_DROPOUT = 0.1  # fraction of empty prompts, so that true CFG (negative_prompt="") works
 
 
@@ -170,7 +172,7 @@ def main(argv=None) -> None:
     total = time.perf_counter() - start
     pipe.save_pretrained(args.out, safe_serialization=True)
     record = dict(
-        command="python -m cachelab.zoo.train_digits", args={k: str(v) for k, v in vars(args).items()},
+        command=COMMAND, args={k: str(v) for k, v in vars(args).items()},
         seconds_total=round(total, 1), seconds_vae=round(vae_seconds, 1), image_size=IMAGE_SIZE,
         vae_loss=vae_history, transformer_loss=history,
         versions=dict(torch=torch.__version__, python=platform.python_version(), numpy=np.__version__),

@@ -1,7 +1,7 @@
 """Train a second small FluxPipeline, on coloured shapes: ``python experiments/train_shapes/train_shapes.py [--out DIR]``.
 
 A held-out model for checking that a caching policy calibrated on the digits model generalises: same
-FluxPipeline recipe as `cachelab.zoo.train_digits` (frozen random text encoders, an AutoencoderKL and
+FluxPipeline recipe as `experiments/train_digits/train_digits.py` (frozen random text encoders, an AutoencoderKL and
 a rectified-flow FluxTransformer2DModel, all trained on CPU), but a different dataset, a smaller VAE
 and a smaller transformer. The data are procedurally drawn 32x32 RGB images of "a {colour} {shape}" on black, with
 random position and size; everything is deterministic given --seed and the thread count.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -27,11 +28,13 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, FluxTransformer2DModel
 from transformers import T5Config, T5EncoderModel, T5TokenizerFast
 
-from cachelab.zoo import train_digits
 from cachelab.zoo.data import IMAGE_SIZE, MAX_SEQUENCE_LENGTH
-from cachelab.zoo.digits_model import T5_CONFIG, TRANSFORMER_CONFIG, VAE_CONFIG, build_pipeline
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "train_digits"))  # the digits recipe this model reuses
+import train_digits  # noqa: E402
+from digits_architecture import T5_CONFIG, TRANSFORMER_CONFIG, VAE_CONFIG, build_pipeline  # noqa: E402
+
 DEFAULT_OUT = HERE / "shapes"
 PROMPT = "a {} {}"
 # Saturated colours, so that the mean colour of an image names its prompt's colour.
