@@ -18,6 +18,8 @@ from .policies.base import SIGNALS, CachePolicy, Decision, StepContext, as_float
 
 _ATTRIBUTE = "_cachelab_executor"
 _BRANCH_NAMES = ("cond", "uncond")
+#: How the CFG branches of one step decide: each its own policy copy, or all as the first branch to call.
+CFG_DECISIONS = ("separate", "shared")
 
 
 @dataclass
@@ -54,6 +56,7 @@ class _Call:
     skipping: bool = False
     input_hidden: torch.Tensor | None = None
     reference: tuple = (None, None)
+    following: Decision | None = None  # the step's leading branch's decision, under shared CFG decisions
 
 
 class StepLoopExecutor:
@@ -63,7 +66,8 @@ class StepLoopExecutor:
     ``set_timesteps``/``step`` and the transformer's ``cache_context``) to know the step and the CFG
     branch of every call, computes the signals the policy asked for, runs the head blocks, asks the
     policy, then runs the remaining blocks or applies the branch's cached residual (and runs the
-    policy's tail blocks, if any).
+    policy's tail blocks, if any). With ``cfg_decisions="shared"`` only the first branch to call the
+    transformer at a step asks its policy; the step's other branches take its decision.
     """
 
     def __init__(
@@ -73,11 +77,15 @@ class StepLoopExecutor:
         scheduler=None,
         num_steps: int | None = None,
         synchronize: bool = False,
+        cfg_decisions: str = "separate",
     ):
         if not isinstance(policy, CachePolicy):
             raise TypeError(
                 f"policy must be a CachePolicy instance such as FirstBlockCache(threshold=0.2), got {policy!r}"
             )
+        if cfg_decisions not in CFG_DECISIONS:
+            raise ValueError(f"cfg_decisions must be {' or '.join(map(repr, CFG_DECISIONS))}, got {cfg_decisions!r}")
+        self.cfg_decisions = cfg_decisions
         self.transformer, self.scheduler, self.num_steps = transformer, scheduler, num_steps
         self.synchronize = synchronize
         self.spec = spec_for(transformer)
@@ -86,6 +94,7 @@ class StepLoopExecutor:
         self._check_policy()
         self.trace: list[StepRecord] = []
         self._branches: dict[str, _Branch] = {}
+        self._leaders: dict[int, tuple[str, Decision]] = {}  # step -> (branch, decision) of its first call
         self._call: _Call | None = None
         self._context_name: str | None = None
         self._calls_since_step = 0
@@ -154,6 +163,7 @@ class StepLoopExecutor:
         """Start a new generation: fresh policy state and cache per branch, a new trace."""
         self.trace = []
         self._branches = {}
+        self._leaders = {}
         self._calls_since_step = 0
         self._last_timestep = None
 
@@ -200,7 +210,7 @@ class StepLoopExecutor:
             branch.policy.reset()
         context = StepContext(branch.step, self._steps_in_generation(), name, timestep,
                               computed_steps=tuple(branch.computed_steps))
-        call = self._call = _Call(branch, context)
+        call = self._call = _Call(branch, context, following=self._decision_to_follow(name, branch.step))
         if self.synchronize:
             synchronize_device(self.transformer)
         start = time.perf_counter()
@@ -216,6 +226,22 @@ class StepLoopExecutor:
         branch.step += 1
         self._calls_since_step += 1
         return result
+
+    def _decision_to_follow(self, branch: str, step: int) -> Decision | None:
+        if self.cfg_decisions == "separate":
+            return None
+        leader = self._leaders.get(step)
+        return None if leader is None or leader[0] == branch else leader[1]
+
+    def _decide(self, call: _Call) -> Decision:
+        if self._rehearsal is not None:
+            return compute()
+        if call.following is not None:
+            return call.following
+        decision = call.branch.policy.decide(call.context)
+        if self.cfg_decisions == "shared":
+            self._leaders.setdefault(call.context.step, (call.context.branch, decision))
+        return decision
 
     def _steps_in_generation(self) -> int | None:
         if self.num_steps is not None:
@@ -235,15 +261,16 @@ class StepLoopExecutor:
         head = self.policy.head_blocks
         if index == 0 or index == head:
             arguments = Arguments(block, args, kwargs)
+            signals = () if call.following is not None else self.policy.signals  # a follower's policy is not asked
         if index == 0:
             call.input_hidden = arguments["hidden_states"]
-            if "modulated_input" in self.policy.signals:
+            if "modulated_input" in signals:
                 call.context.signals["modulated_input"] = self.spec.modulated_input(block, arguments)
         if index == head:
             hidden, encoder = arguments["hidden_states"], arguments["encoder_hidden_states"]
-            if "head_residual" in self.policy.signals:
+            if "head_residual" in signals:
                 call.context.signals["head_residual"] = hidden - call.input_hidden
-            call.decision = compute() if self._rehearsal is not None else call.branch.policy.decide(call.context)
+            call.decision = self._decide(call)
             if not call.decision.compute:
                 call.skipping = True
                 return output.pack(*self._reuse(call, hidden, encoder))
@@ -325,14 +352,22 @@ def _components(target) -> tuple[torch.nn.Module, Any]:
 
 
 def attach(
-    target, policy: CachePolicy, *, num_steps: int | None = None, synchronize: bool = False
+    target, policy: CachePolicy, *, num_steps: int | None = None, synchronize: bool = False,
+    cfg_decisions: str = "separate",
 ) -> StepLoopExecutor:
     """Run ``policy`` on a diffusers pipeline (or a bare transformer); returns the executor, whose
     ``trace`` holds one record per transformer call of the last generation.
 
     ``num_steps`` tells a bare transformer how many steps a generation has (a pipeline's scheduler
     says so itself). ``synchronize=True`` waits for the GPU around every transformer call, so that
-    the trace's ``seconds`` are the call's device time rather than its launch time."""
+    the trace's ``seconds`` are the call's device time rather than its launch time.
+
+    ``cfg_decisions``: ``"separate"`` (default) gives each CFG branch its own policy copy and decisions;
+    ``"shared"`` lets the first branch to call the transformer at a step (``"cond"`` in diffusers'
+    pipelines) ask its policy, and every other branch of that step takes the same decision (compute,
+    reuse, or forecast with the same weights) applied to its own kept residuals, without computing
+    signals or asking its own policy. A follower's trace record keeps its own branch and carries the
+    leader's signal."""
     transformer, scheduler = _components(target)
     existing = transformer.__dict__.get(_ATTRIBUTE)
     if existing is not None:
@@ -343,7 +378,7 @@ def attach(
         raise RuntimeError(
             f"{type(transformer).__name__} has a diffusers cache enabled; call transformer.disable_cache() first"
         )
-    executor = StepLoopExecutor(transformer, policy, scheduler, num_steps, synchronize).install()
+    executor = StepLoopExecutor(transformer, policy, scheduler, num_steps, synchronize, cfg_decisions).install()
     transformer.__dict__[_ATTRIBUTE] = executor
     return executor
 

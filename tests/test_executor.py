@@ -139,3 +139,57 @@ def test_a_policy_asking_for_what_the_model_cannot_give_is_refused(flux, attribu
     with pytest.raises(ValueError, match=message):
         cachelab.attach(flux, policy_class())
     assert "_cachelab_executor" not in flux.transformer.__dict__
+
+
+TRUE_CFG = {"true_cfg_scale": 3.0, "negative_prompt": "a red dog"}
+
+
+def branch_decisions(trace, branch):
+    return [record.computed for record in trace if record.branch == branch]
+
+
+def run_cfg(pipe, policy, cfg_decisions, steps=10):
+    executor = cachelab.attach(pipe, policy, cfg_decisions=cfg_decisions)
+    try:
+        image = generate(pipe, steps=steps, **TRUE_CFG)
+        return executor.trace, image
+    finally:
+        cachelab.detach(pipe)
+
+
+def test_shared_cfg_decisions_are_the_cond_branch_decisions(flux):
+    asked = []
+
+    class Watched(FirstBlockCache):
+        def decide(self, ctx):
+            asked.append(ctx.branch)
+            return super().decide(ctx)
+
+    separate, _ = run_cfg(flux, Watched(0.5), "separate")
+    cond, uncond = branch_decisions(separate, "cond"), branch_decisions(separate, "uncond")
+    assert cond != uncond, "the test needs a setting where separate branches disagree"
+    asked.clear()
+    shared, _ = run_cfg(flux, Watched(0.5), "shared")
+    assert branch_decisions(shared, "uncond") == branch_decisions(shared, "cond")
+    assert set(asked) == {"cond"} and len(asked) == 10
+    # Both runs see the same latents until the first step where separate's branches disagreed.
+    first_disagreement = next(step for step, (c, u) in enumerate(zip(cond, uncond)) if c != u)
+    assert branch_decisions(shared, "cond")[: first_disagreement + 1] == cond[: first_disagreement + 1]
+    signals = {(r.step, r.branch): r.signal for r in shared}
+    assert all(signals[step, "uncond"] == signals[step, "cond"] for step in range(10))
+
+
+def test_shared_decisions_apply_each_branch_its_own_residuals(flux):
+    # TaylorSeer decides by step alone, so both modes decide alike: the images match only if each
+    # branch still forecasts from its own kept residuals.
+    separate_trace, separate = run_cfg(flux, cachelab.TaylorSeer(interval=3, order=1), "separate")
+    shared_trace, shared = run_cfg(flux, cachelab.TaylorSeer(interval=3, order=1), "shared")
+    assert [(r.step, r.branch, r.computed) for r in shared_trace] == [(r.step, r.branch, r.computed) for r in separate_trace]
+    assert not all(r.computed for r in shared_trace)
+    assert torch.equal(shared, separate)
+
+
+def test_unknown_cfg_decisions_are_refused(flux):
+    with pytest.raises(ValueError, match="cfg_decisions must be 'separate' or 'shared', got 'joint'"):
+        cachelab.attach(flux, NoCache(), cfg_decisions="joint")
+    assert "_cachelab_executor" not in flux.transformer.__dict__

@@ -52,4 +52,21 @@ def test_reference_key_depends_on_what_changes_the_images(overrides):
         return reference_key(run_config, make_calls(run_config, run_prompts(run_config)), "cpu")
 
     assert key() == key("policy=teacache", "threshold=0.3")  # the policy does not change the reference
-    assert len({key(), key("steps=5"), key("seed=1"), key("prompts=['a cat']"), key("guidance=2.0")}) == 5
+    assert len({key(), key("steps=5"), key("seed=1"), key("prompts=['a cat']"), key("guidance=2.0"),
+                key("compile=true")}) == 6
+
+
+def test_compile_true_runs_compiled_blocks_with_the_decisions_of_eager_mode(overrides):
+    eager = run(overrides, "policy=first_block", "threshold=0.2", "seed=3", "model.dtype=float32")
+    compiled = run(overrides, "policy=first_block", "threshold=0.2", "seed=3", "model.dtype=float32", "compile=true")
+    assert getattr(compiled_pipeline().transformer.transformer_blocks[0].forward, "_cachelab_compiled", False)
+    assert [[r.computed for r in t] for t in compiled.traces] == [[r.computed for r in t] for t in eager.traces]
+    np.testing.assert_allclose(compiled.cached, eager.cached, atol=1e-4)
+    assert not compiled.result["reference_from_store"]  # compiled references are kept apart from eager ones
+
+
+def compiled_pipeline():
+    from cachelab.runner import _loaded
+
+    (pipe,) = _loaded.values()
+    return pipe
