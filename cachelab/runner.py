@@ -32,6 +32,7 @@ from .models.loading import load_pipeline, locate
 log = logging.getLogger(__name__)
 REFERENCE_FORMAT = 1  # bump when the stored reference layout or its key changes
 NOISY_SPREAD = 1.5  # slowest / fastest timed pass of one kind above which the speedup is flagged
+BUSY_LOAD = 1.0  # runnable threads per core (1-minute load average) above which the timing shared its cores
 
 
 @dataclass
@@ -127,6 +128,7 @@ def speed_figures(timing: Timing, run: RunConfig) -> dict:
     full_call = statistics.median(timing.call_seconds)
     ideal, skip_cost = metrics.ideal_speedup(trace, full_call)
     spread = max(max(times) / min(times) for times in (timing.reference, timing.cached))
+    load = machine_load()
     if spread > NOISY_SPREAD:
         log.warning("timed passes of the same kind differ by x%.1f: something else is using the machine and the "
                     "speedup is unreliable (more timing.repeats, or threads=1 on a shared CPU, help)", spread)
@@ -135,6 +137,8 @@ def speed_figures(timing: Timing, run: RunConfig) -> dict:
         executor_overhead=metrics.executor_overhead(trace, full_call),
         reference_seconds=statistics.median(timing.reference), cached_seconds=statistics.median(timing.cached),
         timed_prompts=len(timing.fresh), timing_repeats=run.timing.repeats, timing_spread=spread,
+        torch_threads=torch.get_num_threads(), machine_load=load,
+        timing_noisy=spread > NOISY_SPREAD or (load is not None and load > BUSY_LOAD),
         reference_peak_memory_mb=timing.peak_memory_mb["reference"], cached_peak_memory_mb=timing.peak_memory_mb["cached"],
         peak_memory_kind=timing.peak_memory_kind,
     )
@@ -207,6 +211,14 @@ def samples(output) -> np.ndarray:
     """A pipeline output's images (or videos' frames) as one float32 array, whatever its output_type."""
     frames = getattr(output, "frames", None)
     return np.asarray(frames if frames is not None else output.images, dtype=np.float32)
+
+
+def machine_load() -> float | None:
+    """The 1-minute load average per core, this job included (None where the OS does not say)."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return None
 
 
 @dataclass

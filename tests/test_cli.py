@@ -103,10 +103,10 @@ def test_the_default_run_on_the_embedded_model(tmp_path):
 
 def test_a_resumed_sweep_runs_only_the_jobs_without_a_finished_result(tmp_path, tiny_dir):
     overrides = tiny_overrides(tiny_dir, tmp_path / "store")
-    sweep = tmp_path / "sweep"
     command = ["-m", "policy=fixed_interval", "policy.interval=2,3,4", *overrides]
-    done = run_cli([*command, f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    done = run_cli(command, cwd=tmp_path)  # the default sweep folder, multirun/<name>/<time>
     assert done.returncode == 0, done.stderr[-2000:]
+    (sweep,) = (tmp_path / "multirun" / "default").iterdir()
     jobs = sorted(p for p in sweep.iterdir() if (p / "result.json").is_file())
     assert [job.name for job in jobs] == ["0_policy.interval=2", "1_policy.interval=3", "2_policy.interval=4"]
     written = {job.name: (job / "result.json").stat().st_mtime_ns for job in jobs}

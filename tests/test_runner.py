@@ -34,6 +34,7 @@ def test_fixed_interval_run_measures_what_it_skipped(overrides):
     assert outcome.reference.shape == outcome.cached.shape == (2, 32, 32, 3)
     assert "metric" not in result and "digit_accuracy" not in result  # the tiny model brings no metric of its own
     assert result["peak_memory_kind"] == "cpu_rss" and result["cached_peak_memory_mb"] > 10
+    assert result["torch_threads"] == 1 and result["machine_load"] >= 0 and isinstance(result["timing_noisy"], bool)
 
 
 def test_the_reference_is_computed_once_and_reused(overrides):

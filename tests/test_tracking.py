@@ -127,7 +127,7 @@ def test_job_files_and_sweep_summary(tmp_path):
     assert "| digit_accuracy | reference digit_accuracy |" in table and "| 100%" in table and "| 90%" in table
     summary = (tmp_path / "summary.csv").read_text().splitlines()
     assert len(summary) == 3 and summary[0].endswith("psnr,ssim,digit_accuracy,reference_digit_accuracy,error")
-    assert ",28,1.7,2.0,,0.98,1.0,0.9," in summary[1]  # the infinite PSNR is an empty cell
+    assert ",28,1.7,2.0,,,0.98,1.0,0.9," in summary[1]  # the infinite PSNR is an empty cell
 
 
 def test_scalars_flatten_nested_values_and_drop_lists():

@@ -21,7 +21,7 @@ from .tables import extra_metrics, results_table
 
 SWEPT_KEYS_FILE = ".swept_keys"
 SUMMARY_COLUMNS = ("job", "status", "policy", "threshold", "policy_params", "computed_steps", "steps", "speedup",
-                   "ideal_speedup", "psnr", "ssim")
+                   "ideal_speedup", "timing_noisy", "psnr", "ssim")
 
 
 def job_dirname(task_overrides, sweep_dir: str) -> str:
@@ -34,6 +34,8 @@ def job_dirname(task_overrides, sweep_dir: str) -> str:
 
 
 OmegaConf.register_new_resolver("cachelab_job_dirname", job_dirname, replace=True)
+# hydra.sweep.dir: the folder of the sweep to resume, else a new one
+OmegaConf.register_new_resolver("cachelab_sweep_dir", lambda resume, new: new if resume is None else resume, replace=True)
 
 
 def summary_rows(sweep_dir: Path) -> list[dict]:
