@@ -18,6 +18,8 @@ A config selects them with ``policy.module=cachelab.ablations.indicators``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from diffusers.models.embeddings import get_timestep_embedding
 
@@ -25,17 +27,18 @@ from ..policies.base import CachePolicy, Decision, StepContext, check_number, co
 from ..policies.registry import register_policy
 
 
+@dataclass(eq=False, repr=False)
 class AccumulatedChange(CachePolicy):
-    """TeaCache's rule over ``change(ctx)``: the change of some quantity since the previous step."""
+    """TeaCache's rule over ``change(ctx)``: the change of some quantity since the previous step.
+    Signal: the accumulated change compared with ``threshold`` (``None`` on the first and last steps)."""
 
     uses_threshold = True
 
-    def __init__(self, threshold: float = 0.1):
-        self.threshold = check_number("threshold", threshold)
-        self.reset()
+    threshold: float = 0.1
 
-    def params(self):
-        return {"threshold": self.threshold}
+    def __post_init__(self) -> None:
+        check_number("threshold", self.threshold)
+        self.reset()
 
     def reset(self) -> None:
         self.accumulated = 0.0
@@ -58,16 +61,17 @@ class AccumulatedChange(CachePolicy):
 
 
 @register_policy("timestep_embedding_change")
+@dataclass(eq=False, repr=False)
 class TimestepEmbeddingChange(AccumulatedChange):
     """Accumulates the relative L1 change of the sinusoidal embedding of ``timestep_scale`` x the timestep."""
 
-    def __init__(self, threshold: float = 0.1, timestep_scale: float = 1000.0, channels: int = 256):
-        self.timestep_scale = check_number("timestep_scale", timestep_scale)
-        self.channels = check_number("channels", channels, minimum=2, integer=True)
-        super().__init__(threshold)
+    timestep_scale: float = 1000.0
+    channels: int = 256
 
-    def params(self):
-        return {**super().params(), "timestep_scale": self.timestep_scale, "channels": self.channels}
+    def __post_init__(self) -> None:
+        check_number("timestep_scale", self.timestep_scale)
+        check_number("channels", self.channels, minimum=2, integer=True)
+        super().__post_init__()
 
     def reset(self) -> None:
         super().reset()
@@ -85,6 +89,7 @@ class TimestepEmbeddingChange(AccumulatedChange):
 
 
 @register_policy("uncached_residual_change")
+@dataclass(eq=False, repr=False)
 class UncachedResidualChange(AccumulatedChange):
     """Accumulates the relative L1 change of the residual of all blocks between consecutive steps of an
     uncached rehearsal of the same generation (``executor.rehearse``; `python -m cachelab` rehearses)."""
@@ -92,9 +97,7 @@ class UncachedResidualChange(AccumulatedChange):
     rehearses = True
     bound = True
 
-    def __init__(self, threshold: float = 0.1):
-        super().__init__(threshold)
-        self.changes: dict[str, list[float | None]] = {}
+    changes: dict[str, list[float | None]] = field(default_factory=dict, init=False)
 
     def plan(self, residuals) -> None:
         self.changes = {branch: [None] + [relative_l1(current, previous) for previous, current in zip(steps, steps[1:])]
