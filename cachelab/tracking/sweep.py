@@ -10,13 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from .results import RESULT_FILE, read_result, replace_file
+from .results import RESULT_FILE, finite, read_result, replace_file
 from .tables import extra_metrics, results_table
 
 SWEPT_KEYS_FILE = ".swept_keys"
@@ -66,14 +65,10 @@ def write_summary(sweep_dir: Path) -> list[dict]:
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows({key: _csv_cell(value) for key, value in row.items()} for row in rows)
+    writer.writerows(finite(row) for row in rows)
     replace_file(sweep_dir / "summary.csv", table.getvalue())
     replace_file(sweep_dir / "summary.md", results_table(rows, with_job=True) + "\n")
     return rows
-
-
-def _csv_cell(value):
-    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 class SweepSummary(Callback):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import netrc
 import os
 from pathlib import Path
 from urllib.parse import urlparse
 
 from .images import sample_grid
-from .results import TRACE_COLUMNS
+from .results import TRACE_COLUMNS, finite
 
 log = logging.getLogger(__name__)
 
@@ -77,5 +76,5 @@ def scalars(result: dict) -> dict:
         if isinstance(value, dict):
             flat.update({f"{key}/{k}": v for k, v in scalars(value).items()})
         elif isinstance(value, (int, float, str, bool)) or value is None:
-            flat[key] = None if isinstance(value, float) and not math.isfinite(value) else value
+            flat[key] = finite(value)
     return flat
