@@ -14,7 +14,7 @@ import torch
 
 from .calibration import measured, numbers_for
 from .models.specs import Arguments, BlockOutput, spec_for
-from .policies.base import SIGNALS, CachePolicy, Decision, StepContext, as_float, compute
+from .policies.base import CALL_SIGNALS, SIGNALS, CachePolicy, Decision, StepContext, as_float, compute
 
 _ATTRIBUTE = "_cachelab_executor"
 _BRANCH_NAMES = ("cond", "uncond")
@@ -120,9 +120,10 @@ class StepLoopExecutor:
         return blocks
 
     def _check_policy(self) -> None:
-        unknown = set(self.policy.signals) - set(SIGNALS)
+        known = (*SIGNALS, *CALL_SIGNALS)
+        unknown = set(self.policy.signals) - set(known)
         if unknown:
-            raise ValueError(f"{self.policy!r} asks for unknown signals {sorted(unknown)}; known: {SIGNALS}")
+            raise ValueError(f"{self.policy!r} asks for unknown signals {sorted(unknown)}; known: {known}")
         if "modulated_input" in self.policy.signals and self.spec.modulated_input is None:
             raise ValueError(f"the {self.spec.family} spec defines no modulated input for {self.policy!r}")
         if not (isinstance(self.policy.history, int) and self.policy.history >= 1):
@@ -201,7 +202,8 @@ class StepLoopExecutor:
         return _BRANCH_NAMES[index] if index < len(_BRANCH_NAMES) else f"call{index}"
 
     def _transformer_forward(self, original, *args, **kwargs):
-        timestep = Arguments(self.transformer, args, kwargs)[self.spec.timestep_argument]
+        arguments = Arguments(self.transformer, args, kwargs)
+        timestep = arguments[self.spec.timestep_argument]
         name = self._branch_name(timestep)
         branch = self._branches.get(name)
         if branch is None:
@@ -211,6 +213,9 @@ class StepLoopExecutor:
         context = StepContext(branch.step, self._steps_in_generation(), name, timestep,
                               computed_steps=tuple(branch.computed_steps))
         call = self._call = _Call(branch, context, following=self._decision_to_follow(name, branch.step))
+        if call.following is None:
+            for signal in set(self.policy.signals) & set(CALL_SIGNALS):
+                context.signals[signal] = CALL_SIGNALS[signal](self.transformer, arguments)
         if self.synchronize:
             synchronize_device(self.transformer)
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-from .base import SIGNALS, CachePolicy, Decision, StepContext, compute, forecast, reuse
+from .base import CALL_SIGNALS, SIGNALS, CachePolicy, Decision, StepContext, compute, forecast, register_call_signal, reuse
 from .dual_block import DualBlockCache
 from .first_block import FirstBlockCache
 from .fixed_interval import FixedInterval
@@ -11,7 +11,9 @@ from .taylorseer import TaylorSeer
 from .teacache import TeaCache
 
 __all__ = [
+    "CALL_SIGNALS",
     "SIGNALS",
+    "register_call_signal",
     "CachePolicy",
     "Decision",
     "StepContext",

@@ -7,7 +7,7 @@ import copy
 import dataclasses
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
 
@@ -15,6 +15,17 @@ import torch
 #: ``head_residual``: image-stream output minus input of the first ``head_blocks`` blocks.
 #: ``modulated_input``: the first block's modulated (AdaLN) input, from the model spec.
 SIGNALS = ("head_residual", "modulated_input")
+#: Signals computed from a transformer call's own arguments before any block runs, by name:
+#: ``fn(transformer, arguments) -> tensor`` (``arguments`` reads the call's arguments by parameter name).
+CALL_SIGNALS: dict[str, Callable[[torch.nn.Module, Any], torch.Tensor]] = {}
+
+
+def register_call_signal(name: str):
+    """Decorator: make ``fn(transformer, arguments)`` available to policies as the signal ``name``."""
+    def decorate(fn):
+        CALL_SIGNALS[name] = fn
+        return fn
+    return decorate
 
 
 @dataclass
