@@ -27,8 +27,11 @@ def wandb_configured() -> bool:
 
 
 @contextlib.contextmanager
-def wandb_run(logger, *, config: dict, name: str, group: str | None, directory: Path, quiet: bool):
-    """A W&B run for one job (None with logger=none); offline unless W&B is configured; finished on exit."""
+def wandb_run(logger, *, config: dict, name: str, group: str | None, directory: Path, quiet: bool, verbose: bool = False):
+    """A W&B run for one job (None with logger=none); offline unless W&B is configured; finished on exit.
+
+    W&B's own messages (banner, run summary, sync hints) show only when ``verbose``; otherwise one line
+    says where the run went (none when ``quiet``)."""
     if logger.name != "wandb":
         yield None
         return
@@ -40,7 +43,7 @@ def wandb_run(logger, *, config: dict, name: str, group: str | None, directory: 
         return wandb.init(
             project=logger.project, entity=logger.entity, group=logger.group or group, name=name, tags=list(logger.tags),
             config=config, dir=str(directory), mode=mode,
-            settings=wandb.Settings(silent=quiet, console="off", init_timeout=30),
+            settings=wandb.Settings(silent=not verbose, console="off", init_timeout=30),
         )
     try:
         run = start(mode)
@@ -55,6 +58,16 @@ def wandb_run(logger, *, config: dict, name: str, group: str | None, directory: 
         run.finish(exit_code=1)
         raise
     run.finish()
+    if not (verbose or quiet or run.disabled):
+        print(saved_where(run), flush=True)
+
+
+def saved_where(run) -> str:
+    """One line: the run's page online, or its folder and how to upload it offline."""
+    if run.offline:
+        folder = Path(run.dir).parent
+        return f"W&B: run saved offline in {folder} (upload: wandb sync {folder})"
+    return f"W&B: run saved at {run.url}"
 
 
 def log_outcome(run, result: dict, outcome) -> None:

@@ -1,0 +1,29 @@
+"""Whether a run's quality figures meet the target, and by how much they miss it."""
+
+from __future__ import annotations
+
+from .settings import Target
+
+
+def bars(target: Target, metric_name: str | None) -> dict[str, float]:
+    """Figure name -> the least value it may take (the model's metric under its own name)."""
+    found = {"psnr": target.psnr, "ssim": target.ssim, metric_name or "metric": target.metric}
+    return {name: value for name, value in found.items() if value is not None}
+
+
+def shortfall(figures: dict, target_bars: dict[str, float]) -> float:
+    """The largest relative miss over the bars: <= 0 when every bar is met (a missing figure misses)."""
+    misses = []
+    for name, least in target_bars.items():
+        value = figures.get(name)
+        misses.append(1.0 if value is None else (least - value) / max(abs(least), 1e-9))
+    return max(misses)
+
+
+def meets(figures: dict, target_bars: dict[str, float]) -> bool:
+    return shortfall(figures, target_bars) <= 0
+
+
+def describe(target_bars: dict[str, float]) -> str:
+    """'psnr >= 40, ssim >= 0.99'."""
+    return ", ".join(f"{name} >= {least:g}" for name, least in target_bars.items())
