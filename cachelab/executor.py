@@ -12,9 +12,11 @@ from typing import Any
 
 import torch
 
+from . import parallel
 from .calibration import measured, numbers_for
 from .models.specs import Arguments, BlockOutput, spec_for
 from .policies.base import CALL_SIGNALS, SIGNALS, CachePolicy, Decision, StepContext, as_float, compute
+from .wiring import Patches
 
 _ATTRIBUTE = "_cachelab_executor"
 _BRANCH_NAMES = ("cond", "uncond")
@@ -99,7 +101,8 @@ class StepLoopExecutor:
         self._context_name: str | None = None
         self._calls_since_step = 0
         self._last_timestep: float | None = None
-        self._patches: list[tuple[Any, str, Any]] = []
+        self._patches = Patches()
+        self.reduction: parallel.Reduction | None = None  # under context parallelism: the ranks' sums and decisions
         self._rehearsal: dict[str, list[torch.Tensor]] | None = None
 
     # -- wiring -------------------------------------------------------------------------------
@@ -147,18 +150,19 @@ class StepLoopExecutor:
         return self
 
     def _patch(self, owner, name: str, wrapper) -> None:
-        original = getattr(owner, name)
-        own = owner.__dict__.get(name)
-        self._patches.append((owner, name, own))
-        setattr(owner, name, functools.update_wrapper(functools.partial(wrapper, original), original))
+        self._patches.patch(owner, name, wrapper)
 
     def remove(self) -> None:
-        for owner, name, own in reversed(self._patches):
-            if own is None:
-                owner.__dict__.pop(name, None)
-            else:
-                setattr(owner, name, own)
-        self._patches.clear()
+        self._patches.remove()
+
+    def _reduction(self) -> parallel.Reduction | None:
+        """The context-parallel group's reduction, found at every call: parallelism may be enabled after attach."""
+        group = parallel.group_of(self.transformer)
+        if group is None:
+            return None
+        if self.reduction is None or self.reduction.group is not group:
+            self.reduction = parallel.Reduction(group, width=max(8, 5 + self.policy.history))
+        return self.reduction
 
     def reset(self) -> None:
         """Start a new generation: fresh policy state and cache per branch, a new trace."""
@@ -243,7 +247,7 @@ class StepLoopExecutor:
             return compute()
         if call.following is not None:
             return call.following
-        decision = call.branch.policy.decide(call.context)
+        decision = parallel.ask(call.branch.policy, call.context, self._reduction())
         if self.cfg_decisions == "shared":
             self._leaders.setdefault(call.context.step, (call.context.branch, decision))
         return decision
@@ -328,7 +332,8 @@ class StepLoopExecutor:
         finally:
             self._rehearsal = None
         if self.policy.rehearses:
-            self.policy.plan(residuals)
+            with parallel.reducing_over(parallel.group_of(self.transformer)):
+                self.policy.plan(residuals)
         return residuals
 
 

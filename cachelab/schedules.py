@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .parallel import reduce_sums
 from .policies.taylor import taylor_weights
 
 #: weights(kept steps newest first, skipped step) -> weights over the kept residuals
@@ -24,9 +25,10 @@ FORECASTS = ("reuse", "taylor", "fitted")
 
 
 def gram(residuals: Sequence[torch.Tensor]) -> np.ndarray:
-    """G[a, b] = <r_a, r_b> over the residuals of one generation's steps (float64)."""
+    """G[a, b] = <r_a, r_b> over the residuals of one generation's steps (float64); under context
+    parallelism each rank holds its shard of every residual, and the ranks' Gram matrices add up."""
     flat = torch.stack([r.reshape(-1).double() for r in residuals])
-    return (flat @ flat.T).numpy()
+    return reduce_sums(flat @ flat.T).numpy()
 
 
 def fitted_weights(g: np.ndarray, kept: Sequence[int], target: int) -> list[float]:

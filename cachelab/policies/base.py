@@ -11,6 +11,8 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from .. import parallel
+
 #: Signals the executor can compute for a policy, before the policy decides.
 #: ``head_residual``: image-stream output minus input of the first ``head_blocks`` blocks.
 #: ``modulated_input``: the first block's modulated (AdaLN) input, from the model spec.
@@ -184,8 +186,13 @@ class CachePolicy(abc.ABC):
 
 
 def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
-    """mean|current - previous| / mean|previous|: the change measure of First Block Cache and TeaCache."""
-    return ((current - previous).abs().mean() / previous.abs().mean()).item()
+    """mean|current - previous| / mean|previous|: the change measure of First Block Cache and TeaCache.
+    Under context parallelism its two sums are added over the ranks (``cachelab.parallel``), so every
+    rank gets the one-process value of the whole sequence."""
+    if not parallel.reducing():
+        return ((current - previous).abs().mean() / previous.abs().mean()).item()
+    sums = parallel.reduce_sums(torch.stack([(current - previous).abs().sum(), previous.abs().sum()]))
+    return float(sums[0] / sums[1])
 
 
 def check_number(name: str, value: Any, *, minimum: float = 0.0, integer: bool = False) -> Any:

@@ -1,0 +1,119 @@
+"""Context parallelism: 2 ranks over gloo (Ulysses degree 2) decide and generate as one process does.
+
+The ranks run in one torchrun subprocess (tests/cp_worker.py, every scenario of tests/cp_scenarios.py);
+a regression that makes them wait for each other fails on the subprocess timeout instead of blocking CI.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import cp_scenarios
+
+HERE = Path(__file__).parent
+TIMEOUT = 420
+
+
+def torchrun(script: Path, *args, nproc: int = 2, timeout: float = TIMEOUT, cwd=HERE) -> subprocess.CompletedProcess:
+    """Run ``script`` on ``nproc`` local ranks; kill the whole process group if it outlives ``timeout``."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script), *args]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        pytest.fail(f"the ranks did not finish within {timeout} s (a hang?):\n{output[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, output, None)
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cp")
+    done = torchrun(HERE / "cp_worker.py", str(out))
+    assert done.returncode == 0, done.stdout[-3000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return cp_scenarios.digits_pipeline()
+
+
+def assert_like_one_process(ranks, name, alone):
+    for rank in ranks:
+        assert rank[name]["error"] is None, rank[name]["error"]
+        assert rank[name]["decisions"] == alone["decisions"]
+        assert torch.allclose(rank[name]["images"], alone["images"], atol=1e-5, rtol=0), \
+            float((rank[name]["images"] - alone["images"]).abs().max())
+
+
+@pytest.mark.parametrize("name", sorted(cp_scenarios.DIGITS_POLICIES))
+def test_every_builtin_policy_decides_and_generates_as_one_process(ranks, digits, name):
+    alone = cp_scenarios.run(digits, cp_scenarios.DIGITS_POLICIES[name]())
+    assert_like_one_process(ranks, name, alone)
+    if name != "no_cache":
+        assert not all(computed for _, _, computed in alone["decisions"])  # the policy really skips here
+    signals = [[s for s in rank[name]["signals"]] for rank in ranks]
+    assert signals[0] == signals[1]  # reduced, bit for bit the same on both ranks
+    for on_ranks, one in zip(signals[0], alone["signals"]):
+        assert (on_ranks is None) == (one is None)
+        assert one is None or on_ranks == pytest.approx(one, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(cp_scenarios.WAN_POLICIES))
+def test_wan_splitting_inside_block_zero_runs_cfg_branches_as_one_process(ranks, wan, name):
+    alone = cp_scenarios.run(wan, cp_scenarios.WAN_POLICIES[name](), wan=True)
+    assert {branch for branch, _, _ in alone["decisions"]} == {"cond", "uncond"}
+    assert not all(computed for _, _, computed in alone["decisions"])
+    assert_like_one_process(ranks, f"wan_{name}", alone)
+
+
+def test_a_threshold_between_the_ranks_own_signals_decides_as_one_process(ranks, digits):
+    tie = ranks[0]["near_tie"]
+    low, high = tie["local_changes"]
+    assert low < tie["threshold"] < high  # unreduced, one rank would compute step 1 and the other skip it: a hang
+    alone = cp_scenarios.run(digits, cp_scenarios.FirstBlockCache(threshold=tie["threshold"]))
+    assert_like_one_process(ranks, "near_tie", alone)
+
+
+def test_a_policy_reading_its_own_shard_cannot_hang_the_run(ranks):
+    first, second = (rank["raw_local"] for rank in ranks)
+    assert first["error"] is None and second["error"] is None
+    assert first["decisions"] == second["decisions"]
+    assert first["disagreements"] >= 1  # the ranks answered differently, and all computed
+    assert torch.equal(first["images"], second["images"])
+
+
+def test_a_policy_error_on_one_rank_ends_every_rank_with_it(ranks):
+    for rank in ranks:
+        assert "boom on one rank" in rank["raises_on_one_rank"]["error"]
+
+
+def test_ranks_whose_policies_take_different_paths_fail_together(ranks):
+    for rank in ranks:
+        assert rank["diverging_paths"]["error"].startswith("RanksDiverged")
+
+
+def test_a_decision_costs_one_scalar_message_per_reduction(ranks):
+    first_block = ranks[0]["first_block"]
+    calls = len(first_block["decisions"])
+    assert first_block["messages"] == 2 * calls - 1  # one agreement per call, one relative L1 from the second on
+    assert ranks[0]["fixed_interval"]["messages"] == calls
+
+
+def test_attach_before_enable_parallelism_then_detach_restores_the_model(ranks, digits):
+    alone = cp_scenarios.run(digits, cp_scenarios.DIGITS_POLICIES["first_block"]())
+    uncached = cp_scenarios.run(digits, None)
+    for rank in ranks:
+        assert rank["attach_first"]["decisions"] == alone["decisions"]
+        for name in ("attach_first_detached", "uncached_after_detach"):
+            assert rank[name]["images"].shape == uncached["images"].shape
+            assert torch.allclose(rank[name]["images"], uncached["images"], atol=1e-5, rtol=0)
