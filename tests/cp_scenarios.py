@@ -6,8 +6,18 @@ import torch.distributed as dist
 import cachelab
 from cachelab import zoo
 from cachelab.policies import (
-    CachePolicy, DualBlockCache, FirstBlockCache, FixedInterval, Learned, MagCache, NoCache, Oracle, TaylorSeer, TeaCache,
-    compute, reuse,
+    CachePolicy,
+    DualBlockCache,
+    FirstBlockCache,
+    FixedInterval,
+    Learned,
+    MagCache,
+    NoCache,
+    Oracle,
+    TaylorSeer,
+    TeaCache,
+    compute,
+    reuse,
 )
 from cachelab.policies.base import relative_l1
 

@@ -10,10 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cp_scenarios
 import pytest
 import torch
-
-import cp_scenarios
 
 HERE = Path(__file__).parent
 TIMEOUT = 420
