@@ -44,6 +44,20 @@ WAN_POLICIES = {
 }
 
 
+def calibration(pipe) -> dict:
+    """What ``python -m cachelab.calibrate`` measures, on two prompts."""
+    from cachelab.calibrate.learned import learned_plans
+    from cachelab.calibrate.signals import magcache_ratios, teacache_coefficients
+
+    prompts = zoo.prompts_for([1, 6])
+
+    def kwargs():
+        return dict(generator=torch.Generator().manual_seed(SEED))
+
+    return dict(teacache=teacache_coefficients(pipe, prompts, **kwargs()), magcache=magcache_ratios(pipe, prompts, **kwargs()),
+                learned={b: p.to_json() for b, p in learned_plans(pipe, prompts, [4, 6], **kwargs()).items()})
+
+
 def digits_pipeline():
     pipe = zoo.load_pipeline()
     pipe.set_progress_bar_config(disable=True)

@@ -43,6 +43,7 @@ def main(out: Path) -> None:
     results["raises_on_one_rank"] = cp_scenarios.run(digits, cp_scenarios.RaisesOnRank(rank_to_fail=1))
     results["diverging_paths"] = cp_scenarios.run(digits, cp_scenarios.ReducesOnRank(rank_to_reduce=0))
     results["uncached_after_detach"] = cp_scenarios.run(digits, None)
+    results["calibration"] = cp_scenarios.calibration(digits)
 
     order = cp_scenarios.digits_pipeline()  # attach first, then enable parallelism, then detach
     executor = cachelab.attach(order, cp_scenarios.DIGITS_POLICIES["first_block"]())

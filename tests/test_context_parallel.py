@@ -116,3 +116,15 @@ def test_attach_before_enable_parallelism_then_detach_restores_the_model(ranks, 
         for name in ("attach_first_detached", "uncached_after_detach"):
             assert rank[name]["images"].shape == uncached["images"].shape
             assert torch.allclose(rank[name]["images"], uncached["images"], atol=1e-5, rtol=0)
+
+
+def test_calibration_under_context_parallelism_measures_what_one_process_measures(ranks, digits):
+    alone = cp_scenarios.calibration(digits)
+    for rank in ranks:
+        numbers = rank["calibration"]
+        assert numbers["magcache"] == pytest.approx(alone["magcache"], rel=1e-5)
+        assert numbers["teacache"] == pytest.approx(alone["teacache"], rel=1e-3, abs=1e-4)
+        for budget, plan in alone["learned"].items():
+            assert numbers["learned"][budget]["computed"] == plan["computed"]
+            for step, weights in plan["weights"].items():
+                assert numbers["learned"][budget]["weights"][step] == pytest.approx(weights, rel=1e-4, abs=1e-6)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import parallel
 from ..executor import attach, detach
 from ..policies.learned import Learned
 from ..policies.no_cache import NoCache
@@ -37,12 +38,13 @@ def uncached_runs(pipe, prompts, **call_kwargs) -> UncachedRuns:
     executor = attach(pipe, NoCache())
     total, replays, outputs = None, [], []
     try:
-        for prompt in prompts:
-            replays.append(_replayable(dict(prompt=prompt, **call_kwargs)))
-            output = []
-            for steps in executor.rehearse(lambda: output.append(pipe(prompt, **call_kwargs))).values():
-                total = gram(steps) if total is None else total + gram(steps)
-            outputs.append(samples(output[0]))
+        with parallel.reducing_over(parallel.group_of(pipe.transformer)):  # each rank's Gram covers its shard only
+            for prompt in prompts:
+                replays.append(_replayable(dict(prompt=prompt, **call_kwargs)))
+                output = []
+                for steps in executor.rehearse(lambda: output.append(pipe(prompt, **call_kwargs))).values():
+                    total = gram(steps) if total is None else total + gram(steps)
+                outputs.append(samples(output[0]))
     finally:
         detach(pipe)
     return UncachedRuns(total, replays, outputs)

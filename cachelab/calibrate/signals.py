@@ -12,8 +12,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
+from .. import parallel
 from ..executor import attach, detach
-from ..models.specs import Arguments
 from ..policies.base import CachePolicy, Decision, StepContext, compute, relative_l1
 from ..policies.no_cache import NoCache
 
@@ -70,36 +70,20 @@ def teacache_coefficients(pipe, prompts, degree: int = 4, **call_kwargs) -> list
 
 
 def magcache_ratios(pipe, prompts, **call_kwargs) -> list[float]:
-    """Per-step magnitude ratios for ``MagCache(mag_ratios=...)``, averaged over prompts and branches."""
+    """Per-step magnitude ratios for ``MagCache(mag_ratios=...)``, averaged over prompts and branches.
+    Under context parallelism each rank holds its tokens' norms: the ratios' sums and counts are added up."""
     executor = attach(pipe, NoCache())
-    (first, _), (last, last_output) = executor.blocks[0], executor.blocks[-1]
-    inputs, residuals = [], []
-
-    def keep_input(block, args, kwargs):
-        inputs.append(Arguments(block, args, kwargs)["hidden_states"])
-
-    def keep_residual(block, args, output):
-        residuals.append(last_output.unpack(output)[0] - inputs[-1])
-
-    hooks = [
-        first.register_forward_pre_hook(keep_input, with_kwargs=True),
-        last.register_forward_hook(keep_residual),
-    ]
     per_step: dict[int, list[float]] = defaultdict(list)
     try:
-        for prompt in prompts:
-            residuals.clear()
-            pipe(prompt, **call_kwargs)
-            previous: dict[str, torch.Tensor] = {}
-            for record, residual in zip(executor.trace, residuals):
-                norm = torch.linalg.norm(residual.float(), dim=-1)
-                before = previous.get(record.branch)
-                ratio = 1.0 if before is None else (norm / (before + 1e-8)).mean().item()
-                per_step[record.step].append(ratio)
-                previous[record.branch] = norm
+        with parallel.reducing_over(parallel.group_of(pipe.transformer)):
+            for prompt in prompts:
+                for residuals in executor.rehearse(lambda: pipe(prompt, **call_kwargs)).values():
+                    norms = [torch.linalg.norm(residual.float(), dim=-1) for residual in residuals]
+                    per_step[0].append(1.0)
+                    for step in range(1, len(norms)):
+                        ratios = norms[step] / (norms[step - 1] + 1e-8)
+                        total, count = parallel.reduce_sums(torch.stack([ratios.double().sum(), torch.tensor(ratios.numel())]))
+                        per_step[step].append(float(total / count))
     finally:
         detach(pipe)
-        for hook in hooks:
-            hook.remove()
     return [float(np.mean(per_step[step])) for step in sorted(per_step)]
-
