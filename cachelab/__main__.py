@@ -5,7 +5,9 @@ Configs live in the repo's conf/ (see `python -m cachelab --help` and README.md)
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -13,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from . import launch
 from .config import ConfigError, config_dir, validate
 from .notices import silence_notices
 from .tracking.provenance import provenance
@@ -27,14 +30,19 @@ def main(cfg: DictConfig) -> None:
     try:
         run = validate(cfg)
     except ConfigError as error:
-        print(f"cachelab: error: {error}", file=sys.stderr)
+        if launch.is_writer():  # every rank finds the same error: one line
+            print(f"cachelab: error: {error}", file=sys.stderr)
         sys.exit(2)
     hydra_config = HydraConfig.get()
     output_dir = Path(hydra_config.runtime.output_dir)
     sweep = hydra_config.mode == RunMode.MULTIRUN
     config = OmegaConf.to_container(OmegaConf.structured(run))
     config.pop("resume")  # a resumed job is the same job
-    if sweep and (before := finished_config(output_dir)) is not None:
+    launch.start(run.parallel, run.device)
+    if not launch.is_writer():
+        return _follow_rank_zero(run, sweep)
+    before = finished_config(output_dir) if sweep else None
+    if launch.rank_zero(before is not None):
         if differing := differing_keys(config, before):
             print(f"cachelab: error: {output_dir} holds the finished result of another config ({', '.join(differing)} "
                   "differ); give the sweep a new folder (hydra.sweep.dir=...) instead of overwriting it", file=sys.stderr)
@@ -50,12 +58,16 @@ def main(cfg: DictConfig) -> None:
     try:
         with wandb_run(run.logger, config=config, name=output_dir.name if sweep else f"{run.name}-{job['policy']}",
                        group=f"{run.name}-{output_dir.parent.name}" if sweep else None,
-                       directory=output_dir, quiet=run.quiet) as tracker:
+                       directory=output_dir, quiet=run.quiet, verbose=run.verbose) as tracker:
             outcome = run_experiment(run)
             result = {**outcome.result, "status": "done", "config": config, **provenance()}
             save_job(output_dir, result, outcome, run.save_images)
             if tracker is not None:
                 log_outcome(tracker, outcome.result, outcome)
+    except ConfigError as error:  # found once the model is loaded (a policy that does not fit its blocks)
+        save_job(output_dir, {**job, "status": "failed", "error": str(error), "config": config})
+        print(f"cachelab: error: {error}", file=sys.stderr)
+        sys.exit(2)
     except Exception as error:
         save_job(output_dir, {**job, "status": "failed", "error": f"{type(error).__name__}: {error}", "config": config})
         raise
@@ -66,5 +78,23 @@ def main(cfg: DictConfig) -> None:
         print(f"\n{results_table([reference_row(result), result])}\n\nresults: {output_dir}", flush=True)
 
 
+def _follow_rank_zero(run, sweep: bool) -> None:
+    """A rank other than 0 under context parallelism: the same generations as rank 0, writing and printing
+    nothing (rank 0 prints config errors; other errors print on the rank they happen on)."""
+    if launch.rank_zero(False) and sweep:  # rank 0 found this job finished before
+        return
+    silence_notices()
+    logging.disable(logging.WARNING)
+    warnings.simplefilter("ignore")
+    run.quiet = True
+    from .runner import run_experiment
+
+    try:
+        run_experiment(run)
+    except ConfigError:
+        sys.exit(2)
+
+
 if __name__ == "__main__":
+    sys.argv.extend(launch.hydra_overrides_for_other_ranks(sys.argv[1:]))
     main()

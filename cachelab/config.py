@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .launch import ParallelConfig, problems
+
 DTYPES = ("float32", "float16", "bfloat16")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = (None, "online", "offline", "disabled")
@@ -111,6 +113,7 @@ class RunConfig:
     verbose: bool = False
     compile: bool = False
     cfg_decisions: str = "separate"
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     resume: Optional[str] = None
 
 
@@ -166,6 +169,8 @@ def check_ranges(run: RunConfig) -> None:
 
     _require(model.dtype in DTYPES, f"model.dtype must be one of {', '.join(DTYPES)}, got {model.dtype!r}")
     check_device(run.device)
+    for problem in problems(run.parallel, run.device):
+        raise ConfigError(problem)
     _require(run.logger.name in LOGGERS, f"logger.name must be one of {', '.join(LOGGERS)}, got {run.logger.name!r}")
     _require(run.logger.mode in WANDB_MODES, f"logger.mode must be online, offline, disabled or null, got {run.logger.mode!r}")
     _require(run.calibration_file is None or Path(run.calibration_file).expanduser().is_file(),

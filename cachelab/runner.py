@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import metrics
+from . import launch, metrics
 from .calibration import use_calibration_file
 from .compile import compile_blocks
-from .config import RunConfig, make_run_policy, metric_function, read_prompt_file
+from .config import ConfigError, RunConfig, make_run_policy, metric_function, read_prompt_file
 from .executor import attach, detach, synchronize_device
 from .memory import peak_memory
 from .models.loading import load_pipeline, locate
@@ -104,6 +104,7 @@ def _run_experiment(run: RunConfig) -> Outcome:
     calls = make_calls(run, prompts)
     policy = make_run_policy(run)
     pipe = loaded_pipeline(run)
+    check_attachable(pipe, policy, run)
     pipe.set_progress_bar_config(disable=True)  # one bar per phase (reference, cached, timing), not one per image
     reference, from_store = reference_images(pipe, run, calls)
     cached = generate(pipe, calls, policy, desc="cached", quiet=run.quiet, cfg_decisions=run.cfg_decisions)
@@ -121,6 +122,15 @@ def _run_experiment(run: RunConfig) -> Outcome:
         reference_from_store=from_store, reference_drift=drift,
     )
     return Outcome(result, reference, cached.images, cached.traces)
+
+
+def check_attachable(pipe, policy, run: RunConfig) -> None:
+    """The policy fits the loaded model's blocks (e.g. DBCache's head and tail blocks), else a ConfigError line."""
+    try:
+        attach(pipe, policy, cfg_decisions=run.cfg_decisions)
+    except ValueError as error:
+        raise ConfigError(f"policy={run.policy['name']} on model={run.model.name}: {error}") from None
+    detach(pipe)
 
 
 def speed_figures(timing: Timing, run: RunConfig) -> dict:
@@ -172,14 +182,20 @@ _loaded: dict[str, object] = {}
 
 def loaded_pipeline(run: RunConfig):
     """The run's pipeline, kept for the next job of a sweep that uses the same model (one at a time)."""
-    key = json.dumps([asdict(run.model), run.device, run.calibration_file, run.compile], sort_keys=True, default=str)
+    key = json.dumps([asdict(run.model), run.device, run.calibration_file, run.compile, asdict(run.parallel)],
+                     sort_keys=True, default=str)
     if key not in _loaded:
         _loaded.clear()
-        pipe = _loaded[key] = load_pipeline(run.model, run.device)
+        pipe = load_pipeline(run.model, run.device)
         if run.calibration_file is not None:
             use_calibration_file(pipe.transformer, Path(run.calibration_file).expanduser())
+        if run.parallel.degree > 1:
+            for problem in launch.model_problems(pipe.transformer, run.parallel):
+                raise ConfigError(f"model={run.model.name}: {problem}")
+            launch.enable(pipe.transformer, run.parallel)
         if run.compile:
             compile_blocks(pipe.transformer)
+        _loaded[key] = pipe
     return _loaded[key]
 
 
@@ -284,12 +300,12 @@ def call_timer(module: torch.nn.Module):
 def reference_images(pipe, run: RunConfig, calls: list[Call]) -> tuple[np.ndarray, bool]:
     """Uncached outputs of `calls`, from the store when `reference_cache` and present; (images, from_store)."""
     path = Path(run.cache_dir).expanduser() / "references" / f"{reference_key(run, calls, pipe.device.type)}.npz"
-    if run.reference_cache and path.is_file():
+    if launch.all_ranks(run.reference_cache and path.is_file()):  # ranks that generate together decide together
         log.info("uncached reference images from %s", path)
         with np.load(path) as stored:
             return stored["images"], True
     images = generate(pipe, calls, desc="reference", quiet=run.quiet).images
-    if run.reference_cache:
+    if run.reference_cache and launch.is_writer():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.npz")
         np.savez_compressed(partial, images=images)
@@ -310,6 +326,8 @@ def reference_key(run: RunConfig, calls: list[Call], device: str) -> str:
     )
     if run.compile:  # compiled blocks round differently (about 1e-6): their references are kept apart
         identity["compiled"] = True
+    if run.parallel.degree > 1:  # so do the ranks of context parallelism (about 1e-7)
+        identity["parallel"] = asdict(run.parallel)
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 

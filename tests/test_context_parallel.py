@@ -4,40 +4,21 @@ The ranks run in one torchrun subprocess (tests/cp_worker.py, every scenario of 
 a regression that makes them wait for each other fails on the subprocess timeout instead of blocking CI.
 """
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import cp_scenarios
 import pytest
 import torch
+from ranks import torchrun
 
 HERE = Path(__file__).parent
-TIMEOUT = 420
-
-
-def torchrun(script: Path, *args, nproc: int = 2, timeout: float = TIMEOUT, cwd=HERE) -> subprocess.CompletedProcess:
-    """Run ``script`` on ``nproc`` local ranks; kill the whole process group if it outlives ``timeout``."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", str(script), *args]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"the ranks did not finish within {timeout} s (a hang?):\n{output[-3000:]}")
-    return subprocess.CompletedProcess(command, process.returncode, output, None)
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("cp")
-    done = torchrun(HERE / "cp_worker.py", str(out))
-    assert done.returncode == 0, done.stdout[-3000:]
+    done = torchrun([str(HERE / "cp_worker.py"), str(out)], cwd=HERE)
+    assert done.returncode == 0, done.stderr[-3000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
