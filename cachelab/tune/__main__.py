@@ -56,19 +56,21 @@ def main(cfg) -> None:
 
     from ..runner import cpu_threads, run_prompts
     from ..tracking.wandb_run import wandb_run
-    from .report import rows, table, write_config, write_tune_json
+    from .report import closing, with_table, write_config, write_tune_json
     from .trials import TrialBench
     from .tune_policy import tune_policy
+    from .wandb_log import log_tune
 
     say(f"tuning {', '.join(names)} on model={validation.model.name} for {targets.describe(bars)}; output: {out}")
     with wandb_run(validation.logger, config=dict(origin=origin, target=bars, policies=names), name=f"tune-{validation.model.name}",
                    group=None, directory=out, quiet=validation.quiet, verbose=validation.verbose) as tracker:
         with cpu_threads(validation.threads):
-            bench = TrialBench(tuning, out / "trials")
+            bench = TrialBench(tuning, out / "trials", bars)
+            held_out = TrialBench(validation, out / "validation_checks", {})
             records = []
             for name in names:
                 try:
-                    records.append(tune_policy(name, configs[name], plain, settings, bench, bars, out / "validation", say))
+                    records.append(tune_policy(name, configs[name], plain, settings, bench, held_out, bars, out / "validation", say))
                 except ConfigError as error:
                     print(f"cachelab.tune: error: {error}", file=sys.stderr)
                     sys.exit(2)
@@ -78,39 +80,17 @@ def main(cfg) -> None:
                 config = run_config(setting_run(plain, configs[record["policy"]], row["setting"]))
                 record["config"] = str(out / "configs" / f"{record['policy']}.yaml")
                 record["command"] = write_config(out / "configs", record, config, origin)
-        found = rows(records)
         seconds = time.perf_counter() - start
-        text = table(found, metric.name if metric else None, metric.format if metric else "{}")
         tune = dict(command=origin, date=datetime.date.today().isoformat(), model=validation.model.name, target=bars,
+                    metric=dict(name=metric.name, format=metric.format) if metric else None,
                     tuning=dict(prompts=bench.prompts, seed=tuning.seed, trials_run=bench.trials_run),
                     validation=dict(prompts=run_prompts(validation), seed=validation.seed),
-                    seconds=seconds, rows=found, policies=records, table=text)
+                    seconds=seconds, policies=records)
+        tune = with_table(tune)
         write_tune_json(out / "tune.json", tune)
         if tracker is not None:
-            log_tune(tracker, found, seconds)
-    print(f"\n{text}\n")
-    for record in records:
-        if record.get("command"):
-            print(f"{record['policy']}: {record['command']}")
-        else:
-            print(f"{record['policy']}: no setting met the target on the tuning set")
-    print(f"\n{len(names)} policies in {seconds:.0f} s ({bench.trials_run} trials run); tune.json: {out / 'tune.json'}", flush=True)
-
-
-def log_tune(tracker, found: list[dict], seconds: float) -> None:
-    import wandb
-
-    from ..tracking.results import finite
-    from .validation import setting_name
-
-    columns = ["winner", "policy", "setting", "psnr", "ssim", "computed_fraction", "speedup", "meets"]
-    data = [finite([row["winner"], row["policy"], setting_name(row["setting"]), row["psnr"], row["ssim"],
-                    row["computed_fraction"], row["speedup"], row["meets"]]) for row in found]
-    tracker.log({"tune": wandb.Table(columns=columns, data=data)})
-    winner = next((row for row in found if row["winner"]), None)
-    tracker.summary.update(dict(seconds=seconds, winner=winner["policy"] if winner else None,
-                                winner_setting=setting_name(winner["setting"]) if winner else None,
-                                winner_speedup=winner["speedup"] if winner else None))
+            log_tune(tracker, tune)
+    print(f"\n{closing(tune)}\ntune.json: {out / 'tune.json'}", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: Thresholds tried, safest (smallest) first: bisection reaches any of them in 5 trials.
-THRESHOLDS = (0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
+#: Thresholds tried, safest (smallest) first: bisection reaches any of them in 4 trials.
+THRESHOLDS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,7 @@ class Space:
     max_head: int
     max_tail: int
     max_warmup: int
+    keys = ("compute_first", "compute_last", "warmup_steps", "threshold")
 
     def suggest(self, trial) -> dict:
         return dict(
@@ -37,15 +38,15 @@ class Space:
     def starts(self) -> list[dict]:
         """Trials to begin with: First Block Cache's shape (Fn=1, Bn=0, no warm-up) at a safe and a middle threshold."""
         return [dict(compute_first=1, compute_last=0, warmup_steps=0, threshold_index=index)
-                for index in (THRESHOLDS.index(0.05), THRESHOLDS.index(0.12))]
+                for index in (THRESHOLDS.index(0.06), THRESHOLDS.index(0.12))]
 
 
 def knob_for(policy_name: str, uses_threshold: bool, steps: int, blocks: int) -> Knob | Space | None:
     """The policy's knob (None when cachelab knows none for it)."""
     if policy_name == "dbcache":
-        return Space(max_head=max(1, blocks // 2), max_tail=max(0, blocks // 4), max_warmup=steps // 3)
+        return Space(max_head=max(1, blocks // 4), max_tail=max(0, blocks // 6), max_warmup=steps // 4)
     if policy_name in ("fixed_interval", "taylorseer"):
-        return Knob("interval", tuple(range(2, steps)))
+        return Knob("interval", tuple(range(2, max(3, steps // 2 + 1))))
     if policy_name in ("learned", "oracle"):
         return Knob("budget", tuple(range(steps, 0, -1)))
     if uses_threshold:

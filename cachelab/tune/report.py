@@ -12,7 +12,8 @@ from .validation import setting_name
 
 
 def rows(records: list[dict]) -> list[dict]:
-    """One row per validated setting, fastest first; `winner` on the fastest that meets the target."""
+    """One row per setting checked on the validation set, fastest first (those that missed and were
+    not timed last); `winner` on the fastest that meets the target."""
     found = [{"policy": record["policy"] + (" (bound)" if record["bound"] else ""), **row}
              for record in records for row in record["validated"]]
     found.sort(key=lambda row: -(row.get("speedup") or 0))
@@ -28,7 +29,8 @@ def table(found: list[dict], metric_name: str | None, metric_format: str) -> str
                ("SSIM", lambda r: f"{r['ssim']:.4f}")]
     if metric_name:
         columns.append((metric_name, lambda r: "-" if r.get(metric_name) is None else metric_format.format(r[metric_name])))
-    columns += [("computed", lambda r: f"{r['computed_fraction']:.0%}"), ("speedup", lambda r: f"{r['speedup']:.2f}x"),
+    columns += [("computed", lambda r: f"{r['computed_fraction']:.0%}"),
+                ("speedup", lambda r: "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"),
                 ("target", lambda r: "meets" if r["meets"] else "MISSES")]
     cells = [[title for title, _ in columns]] + [[cell(row) for _, cell in columns] for row in found]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
@@ -63,3 +65,23 @@ def write_config(directory: Path, record: dict, config: dict, origin: str) -> st
 def write_tune_json(path: Path, tune: dict) -> None:
     replace_file(path, to_json(tune) + "\n")
 
+
+
+def with_table(tune: dict) -> dict:
+    """The tune with its rows and table made from its policies' records."""
+    metric = tune.get("metric") or {}
+    found = rows(tune["policies"])
+    return {**tune, "rows": found, "table": table(found, metric.get("name"), metric.get("format") or "{:.4g}")}
+
+
+def closing(tune: dict) -> str:
+    """What a tune prints at the end: the table, then the command of each policy's setting."""
+    lines = [tune["table"], ""]
+    for record in tune["policies"]:
+        if record.get("skipped"):
+            lines.append(f"{record['policy']}: skipped, it {record['skipped']}")
+        else:
+            lines.append(f"{record['policy']}: {record.get('command') or 'no setting met the target on the tuning set'}")
+    trials = tune["tuning"]["trials_run"]
+    lines.append(f"\n{len(tune['policies'])} policies tuned in {tune['seconds']:.0f} s ({trials} trials run)")
+    return "\n".join(lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..config import ConfigError
 from .knobs import Knob, Space
 
 
@@ -35,10 +36,13 @@ def optuna_search(space: Space, evaluate: Callable[[dict], dict], passes: Callab
     """Optuna's TPE sampler minimises the cost (blocks run per call) with the target as a constraint. The
     settings returned: the cheapest that passed, then the passing ones with more margin, cheapest first.
     Trials are seeded and their figures deterministic, so a resumed search asks for the same settings again."""
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError("policies with several knobs (dbcache) are searched with Optuna: pip install -e '.[tune]'") from None
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed, constraints_func=lambda trial: [trial.user_attrs["shortfall"]])
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(5, trials))
     study = optuna.create_study(direction="minimize", sampler=sampler)
     for start in space.starts():
         study.enqueue_trial(start)
@@ -47,7 +51,7 @@ def optuna_search(space: Space, evaluate: Callable[[dict], dict], passes: Callab
     def objective(trial):
         setting = space.suggest(trial)
         figures = evaluate(setting)
-        trial.set_user_attr("shortfall", figures["shortfall"])
+        trial.set_constraint("target", figures["shortfall"])
         if passes(figures):
             passing.append((figures["cost"], -figures["shortfall"], setting))
         return figures["cost"]

@@ -25,7 +25,7 @@ class TuneOptions:
     prompts: Optional[List[str]] = None  # null: the run's prompts
     num_prompts: Optional[int] = None
     seed: int = 2000                     # tuning prompt i uses seed + i; must not meet a validation (prompt, seed)
-    trials: int = 20                     # trials at most for a policy with several knobs (Optuna)
+    trials: int = 12                     # trials for a policy with several knobs (Optuna)
     fallbacks: int = 2                   # safer settings validated at most when the chosen one misses on held-out data
 
 
