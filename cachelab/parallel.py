@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import time
 
 import torch
 
@@ -61,15 +62,18 @@ class Reduction:
         self.width = width
         self.in_decision = False
         self.disagreements = 0
-        self.messages = 0
+        self.messages, self.seconds = 0, 0.0  # all-gathers made, and the wall time spent in them
 
     def _gather(self, vector: torch.Tensor) -> torch.Tensor:
         """[ranks, len(vector)]: every rank's vector (all-gather, then read in rank order on every rank)."""
+        start = time.perf_counter()
         vector = vector.to(self.device, torch.float64).contiguous()
         parts = [torch.empty_like(vector) for _ in range(self.size)]
         torch.distributed.all_gather(parts, vector, group=self.group)
+        gathered = torch.stack(parts).cpu()
         self.messages += 1
-        return torch.stack(parts).cpu()
+        self.seconds += time.perf_counter() - start
+        return gathered
 
     def _exchange(self, tag: float, payload: torch.Tensor) -> torch.Tensor:
         """Inside a decision: one tagged message per rank; every rank raises if the tags differ."""

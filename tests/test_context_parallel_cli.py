@@ -2,6 +2,7 @@
 with the decisions and PSNR of the one-process run; config errors end every rank with one line."""
 
 import json
+from pathlib import Path
 
 import pytest
 from ranks import torchrun
@@ -62,3 +63,16 @@ def test_heads_the_ulysses_degree_does_not_divide_are_named():
     assert model_problems(transformer, ParallelConfig(ulysses_degree=heads)) == []
     assert model_problems(transformer, ParallelConfig(ulysses_degree=3)) == [
         f"parallel.ulysses_degree=3 must divide the model's {heads} attention heads"]
+
+
+def test_the_context_parallel_benchmark_reports_scalar_sized_synchronisation(tmp_path):
+    script = Path(__file__).parents[1] / "experiments" / "benchmarks" / "context_parallel.py"
+    done = torchrun([str(script), "--tiny", "--repeats", "1", "--out", str(tmp_path / "cp.json")], cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads((tmp_path / "cp.json").read_text())
+    assert figures["ranks"] == 2 and set(figures["rows"]) == {"first_block 0.2", "teacache 0.2"}
+    for row in figures["rows"].values():
+        assert 0 < row["computed"] < row["calls"]
+        assert 1 <= row["messages_per_call"] <= 2 and row["message_bytes"] <= 128  # a few scalars, no activations
+        assert row["speedup_parallel"] > 0 and row["speedup_one_process"] > 0 and row["sync_ms_per_call"] > 0
+    assert "| first_block 0.2 |" in done.stdout
