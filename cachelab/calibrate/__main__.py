@@ -12,6 +12,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 
+from .. import launch
 from ..config import ConfigError, RunConfig, check_calibrate, config_dir, validate
 from .learned import learned_plans
 from .signals import magcache_ratios, teacache_coefficients
@@ -48,9 +49,13 @@ def main(cfg) -> None:
         run = validate(cfg)
         check_calibrate(run)
     except ConfigError as error:
-        print(f"cachelab.calibrate: error: {error}", file=sys.stderr)
+        if launch.is_writer():
+            print(f"cachelab.calibrate: error: {error}", file=sys.stderr)
         sys.exit(2)
-    numbers = calibrate_model(run)
+    launch.start(run.parallel, run.device)
+    numbers = calibrate_model(run)  # under context parallelism every rank measures the same numbers
+    if not launch.is_writer():
+        return
     hydra_config = HydraConfig.get()
     numbers["command"] = " ".join(["python -m cachelab.calibrate", *hydra_config.overrides.task])
     out = Path(run.calibrate.out).expanduser()
@@ -63,4 +68,5 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv.extend(launch.hydra_overrides_for_other_ranks(sys.argv[1:]))
     main()
