@@ -53,7 +53,7 @@ def test_targets_all_must_hold():
     (["target.ssim=2"], "cachelab.tune: error: target.ssim must be in (0, 1], got 2.0"),
     (["policy=teacache", "policies=[first_block]", "target.psnr=40"], "cachelab.tune: error: give policy=<name> or policies"),
     (["tune.seed=0", "target.psnr=40"], "cachelab.tune: error: tune.seed=0 makes 10 tuning generations equal to validation"),
-    (["target.metric=0.9", "model=flux", "model.metric=null", "target.psnr=1"], "cachelab.tune: error: target.metric: model=flux"),
+    (["target.metric=0.9", "model=flux", "policy=first_block"], "cachelab.tune: error: target.metric: model=flux"),
     (["steps=1", "target.psnr=40"], "cachelab.tune: error: steps must be an integer >= 2, got 1"),
 ])
 def test_bad_input_fails_with_one_line(tmp_path, override, message):
@@ -107,8 +107,8 @@ def test_the_written_config_reproduces_the_validated_numbers(tuned, tmp_path):
 def test_a_resumed_tune_reuses_finished_trials_and_validations(tuned):
     tmp_path, _, tune = tuned
     (tmp_path / "out" / "tune.json").unlink()
-    done = run_cli(["policy=first_block", "target.psnr=30", *FAST, f"cache_dir={tmp_path}/store", "logger=none",
-                    f"resume={tmp_path}/out"], cwd=REPO, module="cachelab.tune")
+    done = run_cli(["policy=first_block", "target.psnr=30", *FAST, f"cache_dir={tmp_path}/store", f"resume={tmp_path}/out"],
+                   cwd=REPO, module="cachelab.tune")
     assert done.returncode == 0, done.stderr[-3000:]
     again = json.loads((tmp_path / "out" / "tune.json").read_text())
     assert again["tuning"]["trials_run"] == 0 and again["rows"] == tune["rows"]
@@ -133,3 +133,18 @@ def test_wandb_says_where_the_run_went_in_one_line(tmp_path):
     verbose = run_cli(["num_prompts=2", "steps=4", "timing.repeats=1", "timing.warmup=0", "timing.prompts=1", "verbose=true",
                        "save_images=false", f"cache_dir={tmp_path}/store", f"hydra.run.dir={tmp_path}/loud"], cwd=tmp_path)
     assert "wandb: Run summary:" in verbose.stdout + verbose.stderr
+
+
+def test_a_multirun_tunes_one_policy_per_job_and_merges_the_table(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run_cli(["-m", "policy=first_block,fixed_interval", "target.psnr=30", *FAST, "logger=none", f"cache_dir={tmp_path}/store",
+                    f"hydra.sweep.dir={sweep}"], cwd=REPO, module="cachelab.tune")
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if (p / "tune.json").is_file())
+    assert jobs == ["0_policy=first_block", "1_policy=fixed_interval"]
+    tune = json.loads((sweep / "tune.json").read_text())
+    assert [record["policy"] for record in tune["policies"]] == ["first_block", "fixed_interval"]
+    assert sum(row["winner"] for row in tune["rows"]) == 1
+    speedups = [row["speedup"] for row in tune["rows"] if row["speedup"] is not None]
+    assert speedups == sorted(speedups, reverse=True)
+    assert done.stdout.rstrip().endswith(f"tune.json: {sweep / 'tune.json'}") and "2 policies tuned in" in done.stdout

@@ -26,8 +26,8 @@ def main(cfg) -> None:
         plain, settings = split(cfg)
         names = plan.chosen_policies(plain, settings)
         configs = {name: plan.policy_config(name, plain) for name in names}
-        runs = {name: setting_run(plain, configs[name], {}) for name in names}
-        validation = runs[names[0]]
+        names, unfit = plan.fitting(names, configs, plain, explicit=settings.policies is not None or plain.get("policy") is not None)
+        validation = setting_run(plain, configs[names[0]], {})
         tuning = plan.tuning_run(plain, settings, configs[names[0]])
         plan.check_disjoint(tuning, validation)
         plan.check_metric_target(settings, validation)
@@ -67,7 +67,7 @@ def main(cfg) -> None:
         with cpu_threads(validation.threads):
             bench = TrialBench(tuning, out / "trials", bars)
             held_out = TrialBench(validation, out / "validation_checks", {})
-            records = []
+            records = [dict(policy=name, bound=False, trials=[], validated=[], use=None, skipped=why) for name, why in unfit.items()]
             for name in names:
                 try:
                     records.append(tune_policy(name, configs[name], plain, settings, bench, held_out, bars, out / "validation", say))

@@ -75,3 +75,20 @@ def check_metric_target(settings: TuneSettings, run: RunConfig) -> None:
     if settings.target.metric is not None and run.model.metric is None:
         raise ConfigError(f"target.metric: model={run.model.name} has no metric of its own (model.metric); "
                           "use target.psnr or target.ssim")
+
+
+def fitting(names: list[str], configs: dict[str, dict], plain: dict, explicit: bool) -> tuple[list[str], dict[str, str]]:
+    """(the policies that run on the model, {policy: why not} for the others). A policy named on the command
+    line that does not fit is an error; one of the default list is left out with its reason."""
+    fit, unfit = [], {}
+    for name in names:
+        try:
+            setting_run(plain, configs[name], {})
+            fit.append(name)
+        except ConfigError as error:
+            if explicit:
+                raise
+            unfit[name] = f"does not fit: {error}"
+    if not fit:
+        raise ConfigError(f"no policy fits model={plain['model']['name']}: " + "; ".join(unfit.values()))
+    return fit, unfit

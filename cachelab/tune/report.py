@@ -30,12 +30,15 @@ def table(found: list[dict], metric_name: str | None, metric_format: str) -> str
     if metric_name:
         columns.append((metric_name, lambda r: "-" if r.get(metric_name) is None else metric_format.format(r[metric_name])))
     columns += [("computed", lambda r: f"{r['computed_fraction']:.0%}"),
-                ("speedup", lambda r: "-" if r["speedup"] is None else f"{r['speedup']:.2f}x"),
+                ("speedup", lambda r: "-" if r["speedup"] is None else f"{r['speedup']:.2f}x" + ("~" if r["timing_noisy"] else "")),
+                ("ideal", lambda r: "-" if r["ideal_speedup"] is None else f"{r['ideal_speedup']:.2f}x"),
                 ("target", lambda r: "meets" if r["meets"] else "MISSES")]
     cells = [[title for title, _ in columns]] + [[cell(row) for _, cell in columns] for row in found]
     widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     lines = ["| " + " | ".join(text.ljust(width) for text, width in zip(line, widths)) + " |" for line in cells]
     lines.insert(1, "|" + "|".join("-" * (width + 2) for width in widths) + "|")
+    if any(row["timing_noisy"] for row in found):
+        lines.append("~ timed while something else used the machine (timing_noisy): the speedup is unreliable")
     return "\n".join(lines)
 
 
@@ -76,12 +79,15 @@ def with_table(tune: dict) -> dict:
 
 def closing(tune: dict) -> str:
     """What a tune prints at the end: the table, then the command of each policy's setting."""
-    lines = [tune["table"], ""]
+    lines = [tune["table"], "* the winner: the fastest setting that meets the target on the validation set", ""]
     for record in tune["policies"]:
         if record.get("skipped"):
             lines.append(f"{record['policy']}: skipped, it {record['skipped']}")
+        elif record.get("command") is None:
+            lines.append(f"{record['policy']}: no setting met the target on the tuning set")
         else:
-            lines.append(f"{record['policy']}: {record.get('command') or 'no setting met the target on the tuning set'}")
+            missed = "" if record["validated"][record["use"]]["meets"] else " (misses the target; the safest setting tried)"
+            lines.append(f"{record['policy']}{missed}: {record['command']}")
     trials = tune["tuning"]["trials_run"]
     lines.append(f"\n{len(tune['policies'])} policies tuned in {tune['seconds']:.0f} s ({trials} trials run)")
     return "\n".join(lines)
