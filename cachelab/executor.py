@@ -1,86 +1,55 @@
-"""The step-loop executor: the one place that touches transformer blocks and steps."""
+"""The step-loop executor: the one place that touches transformer blocks and steps.
+
+It orchestrates; each concern has its own module: ``wiring`` patches the model and removes the patches,
+``clock`` finds each call's step and CFG branch, ``state`` keeps each branch's policy copy and kept
+outputs, ``units``/``unit_forward`` run block- and module-unit policies and account for block work,
+``parallel`` keeps the ranks of context parallelism in step, ``policy_checks`` says what a policy cannot
+have on a model.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from . import parallel
+from . import parallel, step_forward
 from .calibration import measured, numbers_for
-from .models.specs import Arguments, BlockOutput, spec_for
-from .policies.base import CALL_SIGNALS, SIGNALS, CachePolicy, Decision, StepContext, as_float, compute
+from .clock import Clock
+from .models.specs import Arguments, blocks_of, spec_for
+from .policies.base import CALL_SIGNALS, CachePolicy, Decision, StepContext, compute
+from .policy_checks import check_policy
+from .state import Branch, Call, StepRecord
+from .unit_forward import block_forward, module_forward
+from .units import Costs, Kept, combine, module_sites, timed
 from .wiring import Patches
 
 _ATTRIBUTE = "_cachelab_executor"
-_BRANCH_NAMES = ("cond", "uncond")
 #: How the CFG branches of one step decide: each its own policy copy, or all as the first branch to call.
 CFG_DECISIONS = ("separate", "shared")
 
-
-@dataclass
-class StepRecord:
-    """One transformer call of a generation."""
-
-    step: int
-    branch: str
-    computed: bool
-    signal: float | None
-    seconds: float
-    raw_timestep: Any = field(default=None, repr=False)
-
-    @property
-    def timestep(self) -> float | None:
-        return as_float(self.raw_timestep)
-
-
-@dataclass
-class _Branch:
-    """One CFG branch's policy copy, step counter and kept residuals (newest first)."""
-
-    policy: CachePolicy
-    step: int = 0
-    residuals: deque = field(default_factory=deque)  # (hidden, encoder or None) per kept computed step
-    computed_steps: deque = field(default_factory=deque)
-
-
-@dataclass
-class _Call:
-    branch: _Branch
-    context: StepContext
-    decision: Decision | None = None
-    skipping: bool = False
-    input_hidden: torch.Tensor | None = None
-    reference: tuple = (None, None)
-    following: Decision | None = None  # the step's leading branch's decision, under shared CFG decisions
+__all__ = ["CFG_DECISIONS", "StepLoopExecutor", "StepRecord", "attach", "combine", "detach", "synchronize_device"]
 
 
 class StepLoopExecutor:
     """Runs a ``CachePolicy`` on an unmodified diffusers transformer.
 
-    It wraps the transformer's and its blocks' ``forward`` (and, when given, the scheduler's
-    ``set_timesteps``/``step`` and the transformer's ``cache_context``) to know the step and the CFG
-    branch of every call, computes the signals the policy asked for, runs the head blocks, asks the
-    policy, then runs the remaining blocks or applies the branch's cached residual (and runs the
-    policy's tail blocks, if any). With ``cfg_decisions="shared"`` only the first branch to call the
-    transformer at a step asks its policy; the step's other branches take its decision.
+    It wraps the transformer's and its blocks' ``forward`` (and the modules' of a module-unit policy, and,
+    when given, the scheduler's ``set_timesteps``/``step`` and the transformer's ``cache_context``) to know
+    the step and the CFG branch of every call, computes the signals the policy asked for, runs the head
+    blocks, asks the policy, then runs the remaining blocks or applies the branch's cached residual (and
+    runs the policy's tail blocks, if any). A block- or module-unit policy is asked for every block or
+    module instead. With ``cfg_decisions="shared"`` only the first branch to call the transformer at a step
+    asks its policy; the step's other branches take its decision.
     """
 
-    def __init__(
-        self,
-        transformer: torch.nn.Module,
-        policy: CachePolicy,
-        scheduler=None,
-        num_steps: int | None = None,
-        synchronize: bool = False,
-        cfg_decisions: str = "separate",
-    ):
+    def __init__(self, transformer: torch.nn.Module, policy: CachePolicy, scheduler=None, num_steps: int | None = None,
+                 synchronize: bool = False, cfg_decisions: str = "separate"):
         if not isinstance(policy, CachePolicy):
             raise TypeError(
                 f"policy must be a CachePolicy instance such as FirstBlockCache(threshold=0.2), got {policy!r}"
@@ -92,68 +61,45 @@ class StepLoopExecutor:
         self.synchronize = synchronize
         self.spec = spec_for(transformer)
         self.policy = policy.for_model(numbers_for(policy, self.spec.family, measured(transformer)), self.spec.family)
-        self.blocks = self._collect_blocks()
-        self._check_policy()
+        self.blocks = blocks_of(transformer, self.spec)
+        check_policy(self.policy, self.spec, self.blocks)
+        self.sites = module_sites([b for b, _ in self.blocks], self.spec.module_roles, self.policy.roles) \
+            if self.policy.unit == "module" else []
+        self.costs = Costs()  # measured seconds of each block and module: the block-work accounting
         self.trace: list[StepRecord] = []
-        self._branches: dict[str, _Branch] = {}
-        self._leaders: dict[int, tuple[str, Decision]] = {}  # step -> (branch, decision) of its first call
-        self._call: _Call | None = None
-        self._context_name: str | None = None
-        self._calls_since_step = 0
-        self._last_timestep: float | None = None
+        self._branches: dict[str, Branch] = {}
+        self._leaders: dict[tuple[int, str], tuple[str, Decision]] = {}  # (step, unit) -> (branch, decision) of its first call
+        self._call: Call | None = None
+        self.clock = Clock(scheduler is not None, self.reset)
         self._patches = Patches()
         self.reduction: parallel.Reduction | None = None  # under context parallelism: the ranks' sums and decisions
-        self._rehearsal: dict[str, list[torch.Tensor]] | None = None
+        self.rehearsal: dict[str, list[torch.Tensor]] | None = None
 
     # -- wiring -------------------------------------------------------------------------------
 
-    def _collect_blocks(self) -> list[tuple[torch.nn.Module, BlockOutput]]:
-        blocks = []
-        for list_name in self.spec.block_lists:
-            for block in getattr(self.transformer, list_name, None) or []:
-                output = self.spec.block_outputs.get(type(block).__name__)
-                if output is None:
-                    raise ValueError(
-                        f"the {self.spec.family} spec does not know block class {type(block).__name__} "
-                        f"in {type(self.transformer).__name__}.{list_name}; add it to the spec's block_outputs"
-                    )
-                blocks.append((block, output))
-        if not blocks:
-            raise ValueError(f"{type(self.transformer).__name__} has no blocks in {self.spec.block_lists}")
-        return blocks
-
-    def _check_policy(self) -> None:
-        known = (*SIGNALS, *CALL_SIGNALS)
-        unknown = set(self.policy.signals) - set(known)
-        if unknown:
-            raise ValueError(f"{self.policy!r} asks for unknown signals {sorted(unknown)}; known: {known}")
-        if "modulated_input" in self.policy.signals and self.spec.modulated_input is None:
-            raise ValueError(f"the {self.spec.family} spec defines no modulated input for {self.policy!r}")
-        if not (isinstance(self.policy.history, int) and self.policy.history >= 1):
-            raise ValueError(f"{self.policy!r} keeps history={self.policy.history!r} residuals; it must be an integer >= 1")
-        head, tail = self.policy.head_blocks, self.policy.tail_blocks
-        if head < 0 or tail < 0 or head + tail >= len(self.blocks):
-            raise ValueError(
-                f"{self.policy!r} wants {head} head and {tail} tail blocks; this model has {len(self.blocks)} "
-                "blocks, and at least one must lie between them"
-            )
-
     def install(self) -> "StepLoopExecutor":
-        self._patch(self.transformer, "forward", self._transformer_forward)
+        patch = self._patches.patch
+        patch(self.transformer, "forward", self._transformer_forward)
         if hasattr(self.transformer, "cache_context"):
-            self._patch(self.transformer, "cache_context", self._cache_context)
+            patch(self.transformer, "cache_context", self._cache_context)
         for index, (block, _) in enumerate(self.blocks):
-            self._patch(block, "forward", functools.partial(self._block_forward, index))
+            patch(block, "forward", functools.partial(self._block_forward, index))
+        for site in self.sites:
+            patch(site.module, "forward", functools.partial(self._module_forward, site))
         if self.scheduler is not None:
-            self._patch(self.scheduler, "set_timesteps", self._set_timesteps)
-            self._patch(self.scheduler, "step", self._scheduler_step)
+            patch(self.scheduler, "set_timesteps", self._set_timesteps)
+            patch(self.scheduler, "step", self._scheduler_step)
         return self
-
-    def _patch(self, owner, name: str, wrapper) -> None:
-        self._patches.patch(owner, name, wrapper)
 
     def remove(self) -> None:
         self._patches.remove()
+
+    def reset(self) -> None:
+        """Start a new generation: fresh policy state and cache per branch, a new trace."""
+        self.trace = []
+        self._branches = {}
+        self._leaders = {}
+        self.clock.reset()
 
     def _reduction(self) -> parallel.Reduction | None:
         """The context-parallel group's reduction, found at every call: parallelism may be enabled after attach."""
@@ -164,13 +110,9 @@ class StepLoopExecutor:
             self.reduction = parallel.Reduction(group, width=max(8, 5 + self.policy.history))
         return self.reduction
 
-    def reset(self) -> None:
-        """Start a new generation: fresh policy state and cache per branch, a new trace."""
-        self.trace = []
-        self._branches = {}
-        self._leaders = {}
-        self._calls_since_step = 0
-        self._last_timestep = None
+    def timed(self, key: str) -> timed:
+        """Time a unit's work into ``costs`` (its first few computed calls only)."""
+        return timed(self.costs, key, lambda: synchronize_device(self.transformer) if self.synchronize else None)
 
     # -- wrappers -----------------------------------------------------------------------------
 
@@ -179,44 +121,29 @@ class StepLoopExecutor:
         return original(*args, **kwargs)
 
     def _scheduler_step(self, original, *args, **kwargs):
-        self._calls_since_step = 0
+        self.clock.step_ended()
         return original(*args, **kwargs)
 
     @contextlib.contextmanager
     def _cache_context(self, original, name: str, *args, **kwargs):
-        self._context_name = name
+        self.clock.context_name = name
         try:
             with original(name, *args, **kwargs):
                 yield
         finally:
-            self._context_name = None
-
-    def _branch_name(self, timestep) -> str:
-        if self._context_name is not None:
-            return self._context_name
-        if self.scheduler is None:
-            # No scheduler to mark steps: calls with the same timestep are the branches of one step.
-            value = as_float(timestep)
-            if self._last_timestep is not None and value > self._last_timestep:
-                self.reset()
-            if value != self._last_timestep:
-                self._calls_since_step = 0
-            self._last_timestep = value
-        index = self._calls_since_step
-        return _BRANCH_NAMES[index] if index < len(_BRANCH_NAMES) else f"call{index}"
+            self.clock.context_name = None
 
     def _transformer_forward(self, original, *args, **kwargs):
         arguments = Arguments(self.transformer, args, kwargs)
         timestep = arguments[self.spec.timestep_argument]
-        name = self._branch_name(timestep)
+        name = self.clock.branch(timestep)
         branch = self._branches.get(name)
         if branch is None:
-            history = self.policy.history
-            branch = self._branches[name] = _Branch(copy.deepcopy(self.policy), 0, deque(maxlen=history), deque(maxlen=history))
+            branch = self._branches[name] = Branch(copy.deepcopy(self.policy), self.policy.history)
             branch.policy.reset()
-        context = StepContext(branch.step, self._steps_in_generation(), name, timestep,
-                              computed_steps=tuple(branch.computed_steps))
-        call = self._call = _Call(branch, context, following=self._decision_to_follow(name, branch.step))
+        context = StepContext(branch.step, self._steps_in_generation(), name, timestep, computed_steps=tuple(branch.computed_steps),
+                              num_blocks=len(self.blocks), timestep_scale=self.spec.timestep_scale)
+        call = self._call = Call(branch, context, following=self._decision_to_follow(name, branch.step))
         if call.following is None:
             for signal in set(self.policy.signals) & set(CALL_SIGNALS):
                 context.signals[signal] = CALL_SIGNALS[signal](self.transformer, arguments)
@@ -230,26 +157,44 @@ class StepLoopExecutor:
         finally:
             self._call = None
         seconds = time.perf_counter() - start
-        decision = call.decision or compute()
-        self.trace.append(StepRecord(context.step, name, decision.compute, decision.signal, seconds, timestep))
+        self.trace.append(self._record(call, seconds, timestep))
         branch.step += 1
-        self._calls_since_step += 1
+        self.clock.call_ended()
         return result
 
-    def _decision_to_follow(self, branch: str, step: int) -> Decision | None:
+    def _record(self, call: Call, seconds: float, timestep) -> StepRecord:
+        work = self.costs.work(len(self.blocks), call.skipped)
+        if self.policy.unit == "step":
+            decision = call.decision or compute()
+            return StepRecord(call.context.step, call.context.branch, decision.compute, decision.signal, seconds, timestep, work=work)
+        units = tuple((unit, decision.compute) for unit, decision in call.unit_decisions.items())
+        return StepRecord(call.context.step, call.context.branch, not call.skipped, None, seconds, timestep,
+                          unit=self.policy.unit, work=work, units=units)
+
+    def _decision_to_follow(self, branch: str, step: int, unit: str = "step") -> Decision | None:
         if self.cfg_decisions == "separate":
             return None
-        leader = self._leaders.get(step)
+        leader = self._leaders.get((step, unit))
         return None if leader is None or leader[0] == branch else leader[1]
 
-    def _decide(self, call: _Call) -> Decision:
-        if self._rehearsal is not None:
+    def decide_step(self, call: Call, context: StepContext, following: Decision | None) -> Decision:
+        """The decision of the call in flight (or of one of its units): the leader's under shared CFG decisions."""
+        if self.rehearsal is not None:
             return compute()
-        if call.following is not None:
-            return call.following
-        decision = parallel.ask(call.branch.policy, call.context, self._reduction())
+        if following is not None:
+            return following
+        decision = parallel.ask(call.branch.policy, context, self._reduction())
         if self.cfg_decisions == "shared":
-            self._leaders.setdefault(call.context.step, (call.context.branch, decision))
+            self._leaders.setdefault((context.step, context.unit), (context.branch, decision))
+        return decision
+
+    def decide_unit(self, call: Call, unit: str, kept: Kept, signals: dict, block: int, role: str | None = None) -> Decision:
+        """The decision for one block or module of the call in flight (``unit_forward`` asks it)."""
+        following = self._decision_to_follow(call.context.branch, call.context.step, unit)
+        context = dataclasses.replace(call.context, unit=unit, block=block, role=role, computed_steps=tuple(kept.steps),
+                                      signals={} if following is not None else signals)
+        decision = self.decide_step(call, context, following)
+        call.unit_decisions[unit] = decision
         return decision
 
     def _steps_in_generation(self) -> int | None:
@@ -258,66 +203,17 @@ class StepLoopExecutor:
         timesteps = getattr(self.scheduler, "timesteps", None)
         return None if timesteps is None else len(timesteps)
 
+    def _module_forward(self, site, original, *args, **kwargs):
+        call = self._call
+        return original(*args, **kwargs) if call is None else module_forward(self, call, site, original, args, kwargs)
+
     def _block_forward(self, index: int, original, *args, **kwargs):
         call = self._call
         if call is None:
             return original(*args, **kwargs)
-        block, output = self.blocks[index]
-        tail_start = len(self.blocks) - self.policy.tail_blocks
-        if call.skipping and index < tail_start:
-            arguments = Arguments(block, args, kwargs)
-            return output.pack(arguments["hidden_states"], arguments["encoder_hidden_states"])
-        head = self.policy.head_blocks
-        if index == 0 or index == head:
-            arguments = Arguments(block, args, kwargs)
-            signals = () if call.following is not None else self.policy.signals  # a follower's policy is not asked
-        if index == 0:
-            call.input_hidden = arguments["hidden_states"]
-            if "modulated_input" in signals:
-                call.context.signals["modulated_input"] = self.spec.modulated_input(block, arguments)
-        if index == head:
-            hidden, encoder = arguments["hidden_states"], arguments["encoder_hidden_states"]
-            if "head_residual" in signals:
-                call.context.signals["head_residual"] = hidden - call.input_hidden
-            call.decision = self._decide(call)
-            if not call.decision.compute:
-                call.skipping = True
-                return output.pack(*self._reuse(call, hidden, encoder))
-            call.reference = (hidden, encoder)
-        storing = (self.policy.caches or self._rehearsal is not None) and not call.skipping
-        if storing and self.policy.tail_blocks and index == tail_start:
-            arguments = Arguments(block, args, kwargs)
-            self._store(call, arguments["hidden_states"], arguments["encoder_hidden_states"])
-        result = original(*args, **kwargs)
-        if storing and not self.policy.tail_blocks and index == len(self.blocks) - 1:
-            self._store(call, *output.unpack(result))
-        return result
-
-    def _reuse(self, call: _Call, hidden, encoder):
-        kept = call.branch.residuals
-        if not kept:
-            raise RuntimeError(
-                f"{self.policy!r} chose to reuse at step {call.context.step} of branch "
-                f"{call.context.branch!r}, but nothing is cached yet: a policy must compute before it reuses"
-            )
-        weights = call.decision.weights
-        if weights is None or len(weights) > len(kept):
-            hidden_residual, encoder_residual = kept[0]
-        else:
-            hidden_residual = combine(weights, [h for h, _ in kept])
-            encoder_residual = None if kept[0][1] is None else combine(weights, [e for _, e in kept])
-        if encoder_residual is not None and encoder is not None:
-            encoder = encoder + encoder_residual
-        return hidden + hidden_residual, encoder
-
-    def _store(self, call: _Call, hidden, encoder) -> None:
-        reference_hidden, reference_encoder = call.reference
-        both = encoder is not None and reference_encoder is not None
-        hidden_residual = hidden - reference_hidden
-        if self._rehearsal is not None:
-            self._rehearsal.setdefault(call.context.branch, []).append(hidden_residual)
-        call.branch.residuals.appendleft((hidden_residual, encoder - reference_encoder if both else None))
-        call.branch.computed_steps.appendleft(call.context.step)
+        if self.policy.unit == "block":
+            return block_forward(self, call, index, original, args, kwargs)
+        return step_forward.block_forward(self, call, index, original, args, kwargs)
 
     def rehearse(self, generate) -> dict[str, list[torch.Tensor]]:
         """Run ``generate()`` (a pipeline call) computing every step, and return the residual of all
@@ -325,24 +221,16 @@ class StepLoopExecutor:
         from them."""
         if self.policy.head_blocks or self.policy.tail_blocks:
             raise ValueError(f"{self.policy!r} has head or tail blocks; a rehearsal records the residual of all blocks")
-        self._rehearsal = {}
+        self.rehearsal = {}
         try:
             generate()
-            residuals = self._rehearsal
+            residuals = self.rehearsal
         finally:
-            self._rehearsal = None
+            self.rehearsal = None
         if self.policy.rehearses:
             with parallel.reducing_over(parallel.group_of(self.transformer)):
                 self.policy.plan(residuals)
         return residuals
-
-
-def combine(weights, tensors):
-    """sum(w * t) over the first len(weights) tensors."""
-    total = tensors[0] * weights[0]
-    for weight, tensor in zip(weights[1:], tensors[1:]):
-        total = total + tensor * weight
-    return total
 
 
 def synchronize_device(module: torch.nn.Module) -> None:

@@ -98,7 +98,7 @@ def test_the_oracle_bounds_fixed_interval_at_equal_compute(flux):
         residuals = executor.rehearse(lambda: generate(flux, steps=STEPS))["cond"]
     finally:
         cachelab.detach(flux)
-    g = np.array([[(a * b).sum().item() for b in residuals] for a in residuals])
+    g = np.array([[(a.double() * b.double()).sum().item() for b in residuals] for a in residuals])
     plan = executor.policy.plans["cond"]
     every_other = sum(stand_in_error(g, (s - 1,), s, [1.0]) for s in range(1, STEPS, 2))
     assert plan.error <= every_other + 1e-9

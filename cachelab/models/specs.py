@@ -39,6 +39,12 @@ ENCODER_FIRST = BlockOutput(hidden=1, encoder=0)
 HIDDEN_FIRST = BlockOutput(hidden=0, encoder=1)
 
 
+JOINT = {"attn": ("attn",), "ff": ("ff", "ff_context")}  # MMDiT blocks: one joint attention, a feed-forward per stream
+SINGLE = {"attn": ("attn",), "ff": ("proj_mlp",)}  # single-stream blocks: attention and MLP in parallel
+SELF_FF = {"attn": ("attn1",), "ff": ("ff",)}
+SELF_CROSS_FF = {"attn": ("attn1",), "cross_attn": ("attn2",), "ff": ("ff",)}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Block layout and signals of one transformer family.
@@ -47,13 +53,35 @@ class ModelSpec:
     arguments it was called with (a name -> value mapping).
     """
 
+
     family: str
     transformer_classes: tuple[str, ...]
     block_lists: tuple[str, ...]
     block_outputs: dict[str, BlockOutput]
     modulated_input: Callable[[torch.nn.Module, "Arguments"], torch.Tensor] | None = None
     timestep_argument: str = "timestep"
+    #: Per block class: module role (``cachelab.units.ROLES``) -> the block's attributes that play it.
+    module_roles: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
+    #: The scheduler's timestep = the transformer's timestep argument x this (Flux pipelines pass t / 1000).
+    timestep_scale: float = 1.0
     notes: str = field(default="", compare=False)
+
+
+def blocks_of(transformer: torch.nn.Module, spec: ModelSpec) -> list[tuple[torch.nn.Module, BlockOutput]]:
+    """Every block of the spec's block lists, in order, with how it returns its streams."""
+    blocks = []
+    for list_name in spec.block_lists:
+        for block in getattr(transformer, list_name, None) or []:
+            output = spec.block_outputs.get(type(block).__name__)
+            if output is None:
+                raise ValueError(
+                    f"the {spec.family} spec does not know block class {type(block).__name__} "
+                    f"in {type(transformer).__name__}.{list_name}; add it to the spec's block_outputs"
+                )
+            blocks.append((block, output))
+    if not blocks:
+        raise ValueError(f"{type(transformer).__name__} has no blocks in {spec.block_lists}")
+    return blocks
 
 
 class Arguments:
@@ -116,6 +144,8 @@ for _spec in (
         ("transformer_blocks", "single_transformer_blocks"),
         {"FluxTransformerBlock": ENCODER_FIRST, "FluxSingleTransformerBlock": ENCODER_FIRST},
         adaln_zero_input,
+        module_roles={"FluxTransformerBlock": JOINT, "FluxSingleTransformerBlock": SINGLE},
+        timestep_scale=1000.0,
     ),
     ModelSpec(
         "cogview4",
@@ -123,6 +153,7 @@ for _spec in (
         ("transformer_blocks",),
         {"CogView4TransformerBlock": HIDDEN_FIRST},
         cogview4_input,
+        module_roles={"CogView4TransformerBlock": SELF_FF},
     ),
     ModelSpec(
         "sd3",
@@ -130,6 +161,7 @@ for _spec in (
         ("transformer_blocks",),
         {"JointTransformerBlock": ENCODER_FIRST},
         adaln_zero_input,
+        module_roles={"JointTransformerBlock": JOINT},
     ),
     ModelSpec(
         "wan",
@@ -137,6 +169,7 @@ for _spec in (
         ("blocks",),
         {"WanTransformerBlock": IMAGE_ONLY},
         timestep_embedding_input,
+        module_roles={"WanTransformerBlock": {"attn": ("attn1",), "cross_attn": ("attn2",), "ff": ("ffn",)}},
     ),
     ModelSpec(
         "hunyuan_video",
@@ -149,6 +182,8 @@ for _spec in (
             "HunyuanVideoTokenReplaceSingleTransformerBlock": HIDDEN_FIRST,
         },
         adaln_zero_input,
+        module_roles={"HunyuanVideoTransformerBlock": JOINT, "HunyuanVideoTokenReplaceTransformerBlock": JOINT,
+                      "HunyuanVideoSingleTransformerBlock": SINGLE, "HunyuanVideoTokenReplaceSingleTransformerBlock": SINGLE},
     ),
     ModelSpec(
         "ltx_video",
@@ -156,6 +191,7 @@ for _spec in (
         ("transformer_blocks",),
         {"LTXVideoTransformerBlock": IMAGE_ONLY},
         ltx_input,
+        module_roles={"LTXVideoTransformerBlock": SELF_CROSS_FF},
     ),
     ModelSpec(
         "cogvideox",
@@ -163,6 +199,7 @@ for _spec in (
         ("transformer_blocks",),
         {"CogVideoXBlock": HIDDEN_FIRST},
         timestep_embedding_input,
+        module_roles={"CogVideoXBlock": SELF_FF},
     ),
     ModelSpec(
         "qwen_image",
@@ -170,6 +207,7 @@ for _spec in (
         ("transformer_blocks",),
         {"QwenImageTransformerBlock": ENCODER_FIRST},
         qwen_image_input,
+        module_roles={"QwenImageTransformerBlock": {"attn": ("attn",), "ff": ("img_mlp", "txt_mlp")}},
     ),
 ):
     register_spec(_spec)

@@ -16,7 +16,8 @@ from .. import parallel
 #: Signals the executor can compute for a policy, before the policy decides.
 #: ``head_residual``: image-stream output minus input of the first ``head_blocks`` blocks.
 #: ``modulated_input``: the first block's modulated (AdaLN) input, from the model spec.
-SIGNALS = ("head_residual", "modulated_input")
+#: ``block_input``: for block-unit policies, the image-stream input of the block being decided.
+SIGNALS = ("head_residual", "modulated_input", "block_input")
 #: Signals computed from a transformer call's own arguments before any block runs, by name:
 #: ``fn(transformer, arguments) -> tensor`` (``arguments`` reads the call's arguments by parameter name).
 CALL_SIGNALS: dict[str, Callable[[torch.nn.Module, Any], torch.Tensor]] = {}
@@ -39,13 +40,25 @@ class StepContext:
     branch: str
     raw_timestep: Any = None
     signals: dict[str, torch.Tensor] = field(default_factory=dict)
-    #: Steps whose residuals the executor keeps for this branch (at most ``history``), newest first.
+    #: Steps whose residuals the executor keeps for this branch and unit (at most ``history``), newest first.
     computed_steps: tuple[int, ...] = ()
+    #: What is decided: ``"step"``, or a unit of a block- or module-unit policy (``"block3"``, ``"block3.attn"``).
+    unit: str = "step"
+    block: int | None = None  # the block of a block or module unit, counted over all block lists
+    role: str | None = None  # the module role of a module unit (``cachelab.units.ROLES``)
+    num_blocks: int | None = None
+    timestep_scale: float = 1.0  # the model spec's: scheduler timestep / the transformer's timestep argument
 
     @property
     def timestep(self) -> float | None:
         """The call's timestep as a float (read from the device only when asked for)."""
         return as_float(self.raw_timestep)
+
+    @property
+    def scheduler_timestep(self) -> float | None:
+        """The scheduler's timestep (0-1000 for diffusers' flow-matching pipelines), whatever the model is passed."""
+        value = self.timestep
+        return None if value is None else value * self.timestep_scale
 
     @property
     def is_first(self) -> bool:
@@ -109,6 +122,10 @@ class CachePolicy(abc.ABC):
     """
 
     name: ClassVar[str] = ""
+    #: Where it decides (``cachelab.units.UNITS``): once per call ("step"), per block, or per module of ``roles``.
+    unit: ClassVar[str] = "step"
+    #: Module-unit policies: the module roles they decide for (the others always run).
+    roles: ClassVar[tuple[str, ...]] = ("attn", "cross_attn", "ff")
     #: Which entries of ``SIGNALS`` this policy reads from ``StepContext.signals``.
     signals: ClassVar[tuple[str, ...]] = ()
     #: Blocks that always run before ``decide`` (1 for residual-based signals such as First Block Cache).

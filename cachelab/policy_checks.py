@@ -1,0 +1,33 @@
+"""What the executor checks when a policy is attached to a model: every requirement the policy declares."""
+
+from __future__ import annotations
+
+from .policies.base import CALL_SIGNALS, SIGNALS, CachePolicy
+from .units import ROLES, UNITS, module_sites
+
+
+def check_policy(policy: CachePolicy, spec, blocks: list) -> None:
+    """Raise ValueError, saying what would work, where ``policy`` asks for something this model cannot give."""
+    known = (*SIGNALS, *CALL_SIGNALS)
+    unknown = set(policy.signals) - set(known)
+    if unknown:
+        raise ValueError(f"{policy!r} asks for unknown signals {sorted(unknown)}; known: {known}")
+    if "modulated_input" in policy.signals and spec.modulated_input is None:
+        raise ValueError(f"the {spec.family} spec defines no modulated input for {policy!r}")
+    if not (isinstance(policy.history, int) and policy.history >= 1):
+        raise ValueError(f"{policy!r} keeps history={policy.history!r} residuals; it must be an integer >= 1")
+    if policy.unit not in UNITS:
+        raise ValueError(f"{policy!r} decides per {policy.unit!r}; a policy's unit is one of {', '.join(UNITS)}")
+    if "block_input" in policy.signals and policy.unit != "block":
+        raise ValueError(f"{policy!r} reads block_input, which only block-unit policies (unit = 'block') get")
+    if policy.unit == "module":
+        if set(policy.roles) - set(ROLES):
+            raise ValueError(f"{policy!r} decides for roles {sorted(policy.roles)}; module roles are {', '.join(ROLES)}")
+        if not module_sites([b for b, _ in blocks], spec.module_roles, policy.roles):
+            raise ValueError(f"the {spec.family} spec names no modules of roles {sorted(policy.roles)} in its blocks")
+    head, tail = policy.head_blocks, policy.tail_blocks
+    if head < 0 or tail < 0 or head + tail >= len(blocks):
+        raise ValueError(
+            f"{policy!r} wants {head} head and {tail} tail blocks; this model has {len(blocks)} "
+            "blocks, and at least one must lie between them"
+        )

@@ -1,0 +1,76 @@
+"""What the executor keeps: per CFG branch (policy copy, step counter, kept outputs per unit), per
+transformer call in flight, and the trace record of each call."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .policies.base import CachePolicy, Decision, StepContext, as_float
+from .units import Kept
+
+
+@dataclass
+class StepRecord:
+    """One transformer call of a generation.
+
+    ``computed``: every block ran. ``work``: the computed share of the call's block work, each block or
+    module weighted by its measured time. ``unit``: the policy's unit; ``units`` the (unit, computed)
+    decisions of a block- or module-unit policy in this call."""
+
+    step: int
+    branch: str
+    computed: bool
+    signal: float | None
+    seconds: float
+    raw_timestep: Any = field(default=None, repr=False)
+    unit: str = "step"
+    work: float = 1.0
+    units: tuple[tuple[str, bool], ...] = field(default=(), repr=False)
+
+    @property
+    def timestep(self) -> float | None:
+        return as_float(self.raw_timestep)
+
+    @property
+    def skipped_units(self) -> list[str]:
+        return [unit for unit, computed in self.units if not computed]
+
+
+@dataclass
+class Branch:
+    """One CFG branch's policy copy, step counter and kept residuals: the step unit's (newest first), and each
+    block's or module's in ``kept``."""
+
+    policy: CachePolicy
+    history: int
+    step: int = 0
+    residuals: deque = field(init=False)  # (hidden, encoder or None) per kept computed step
+    computed_steps: deque = field(init=False)
+    kept: dict[str, Kept] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.residuals, self.computed_steps = deque(maxlen=self.history), deque(maxlen=self.history)
+
+    def kept_for(self, key: str) -> Kept:
+        if key not in self.kept:
+            self.kept[key] = Kept(self.history)
+        return self.kept[key]
+
+
+@dataclass
+class Call:
+    """One transformer call in flight."""
+
+    branch: Branch
+    context: StepContext
+    decision: Decision | None = None
+    skipping: bool = False
+    input_hidden: torch.Tensor | None = None
+    reference: tuple = (None, None)
+    following: Decision | None = None  # the step's leading branch's decision, under shared CFG decisions
+    unit_decisions: dict[str, Decision] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # cost keys of the blocks and modules stood in for
