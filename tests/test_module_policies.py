@@ -1,0 +1,140 @@
+"""The module-unit policies (PAB, TaylorSeer's module form, FasterCache, FORA) against the installed peers
+(diffusers' hooks) on the same pipeline and seed: the same decisions for every attention module at every step,
+and images within float tolerance of the peer's. On the digits model and on a tiny Wan."""
+
+import pytest
+import torch
+from diffusers import PyramidAttentionBroadcastConfig
+from tiny import generate
+
+import cachelab
+from cachelab import zoo
+from cachelab.models.specs import blocks_of, spec_for
+from cachelab.policies import PyramidAttentionBroadcast
+from cachelab.units import ROLES, module_sites
+
+DIGITS = (3, 7)
+
+
+def generate_digits(pipe, steps: int = 28):
+    generator = torch.Generator().manual_seed(0)
+    return pipe(zoo.prompts_for(DIGITS), num_inference_steps=steps, generator=generator, output_type="pt").images
+
+
+def run_pipe(pipe, **kwargs):
+    return generate_digits(pipe, **kwargs) if type(pipe).__name__ == "DigitsFluxPipeline" else generate(pipe, **kwargs)
+
+
+def units_of(transformer, roles=ROLES) -> dict[torch.nn.Module, str]:
+    """Each module of ``roles`` in the model spec -> its cachelab unit ("block3.attn")."""
+    blocks = [block for block, _ in blocks_of(transformer, spec_for(transformer))]
+    return {site.module: site.unit for site in module_sites(blocks, spec_for(transformer).module_roles, roles)}
+
+
+def peer_run(pipe, config, roles=("attn",), **kwargs):
+    """Run a diffusers cache; per transformer call, {unit: computed} for the modules of ``roles`` that were called
+    (a module computed iff its query projection ran)."""
+    transformer, calls, handles = pipe.transformer, [], []
+    handles.append(transformer.register_forward_pre_hook(lambda *_: calls.append({})))
+    for module, unit in units_of(transformer, roles).items():
+        handles.append(module.register_forward_pre_hook(lambda *_, unit=unit: calls[-1].__setitem__(unit, False)))
+        handles.append(module.to_q.register_forward_pre_hook(lambda *_, unit=unit: calls[-1].__setitem__(unit, True)))
+    transformer.enable_cache(config)
+    try:
+        image = run_pipe(pipe, **kwargs)
+    finally:
+        transformer.disable_cache()
+        for handle in handles:
+            handle.remove()
+    return calls, image
+
+
+def cachelab_run(pipe, policy, **kwargs):
+    executor = cachelab.attach(pipe, policy)
+    try:
+        image = run_pipe(pipe, **kwargs)
+    finally:
+        cachelab.detach(pipe)
+    return [dict(record.units) for record in executor.trace], image
+
+
+def skipped(calls) -> int:
+    return sum(not computed for call in calls for computed in call.values())
+
+
+def timestep_callback(pipe):
+    return lambda: pipe.current_timestep
+
+
+# -- Pyramid Attention Broadcast --------------------------------------------------------------------------------
+
+PAB_DIGITS = [
+    {},  # the defaults: spatial every 2nd step inside (100, 800)
+    {"spatial_attention_block_skip_range": 3, "spatial_attention_timestep_skip_range": (300, 990)},
+]
+
+
+@pytest.mark.parametrize("settings", PAB_DIGITS)
+def test_pab_matches_diffusers_on_digits(digits, settings):
+    config = PyramidAttentionBroadcastConfig(**{"spatial_attention_block_skip_range": 2, **settings},
+                                             current_timestep_callback=timestep_callback(digits))
+    expected, reference = peer_run(digits, config)
+    decisions, image = cachelab_run(digits, PyramidAttentionBroadcast(**settings))
+    assert decisions == expected
+    assert skipped(expected) > 0 and len(expected) == 28
+    assert (image - reference).abs().max().item() <= 1e-5
+
+
+PAB_WAN = [
+    {"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": (100, 990)},
+    {"spatial_attention_block_skip_range": 3, "cross_attention_block_skip_range": 2,
+     "spatial_attention_timestep_skip_range": (100, 960), "cross_attention_timestep_skip_range": (-1, 999)},
+    {"spatial_attention_block_skip_range": None, "cross_attention_block_skip_range": 3,
+     "cross_attention_timestep_skip_range": (-1, 990), "temporal_attention_block_skip_range": 2},
+]
+
+
+@pytest.mark.parametrize("settings", PAB_WAN)
+def test_pab_matches_diffusers_on_wan_with_one_call_per_step(wan, settings):
+    """guidance_scale=1: one call per step; with CFG diffusers' state mixes the branches (see the docstring)."""
+    config = PyramidAttentionBroadcastConfig(**settings, current_timestep_callback=timestep_callback(wan))
+    expected, reference = peer_run(wan, config, roles=("attn", "cross_attn"), steps=10, guidance_scale=1.0)
+    policy = PyramidAttentionBroadcast(**settings)
+    decisions, image = cachelab_run(wan, policy, steps=10, guidance_scale=1.0)
+    assert len(decisions) == 10 and all(len(call) == 3 * len(policy.roles) for call in decisions)
+    decided = [{u: c for u, c in call.items() if u.partition(".")[2] in policy.roles} for call in expected]
+    assert decisions == decided and skipped(decisions) > 0
+    assert skipped(expected) == skipped(decided), "diffusers cached a module of a kind left uncached"
+    assert (image - reference).abs().max().item() <= 1e-5
+
+
+def test_pab_keeps_the_cfg_branches_apart(wan):
+    """diffusers counts a module's calls over both branches and serves a skipped uncond call the cond output;
+    cachelab decides each branch on its own steps: both branches skip as a run without CFG does."""
+    settings = PAB_WAN[1]
+    alone, _ = cachelab_run(wan, PyramidAttentionBroadcast(**settings), steps=6, guidance_scale=1.0)
+    executor = cachelab.attach(wan, PyramidAttentionBroadcast(**settings))
+    try:
+        generate(wan, steps=6, guidance_scale=5.0)
+    finally:
+        cachelab.detach(wan)
+    for branch in ("cond", "uncond"):
+        assert [dict(r.units) for r in executor.trace if r.branch == branch] == alone
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"spatial_attention_block_skip_range": 0}, "spatial_attention_block_skip_range must be an integer >= 1"),
+    ({"cross_attention_block_skip_range": 1.5}, "cross_attention_block_skip_range must be an integer"),
+    ({"spatial_attention_timestep_skip_range": (800, 100)}, "must have low < high"),
+    ({"cross_attention_timestep_skip_range": (100,)}, "must be two numbers"),
+    ({"spatial_attention_block_skip_range": None, "temporal_attention_block_skip_range": 2},
+     "temporal attention matches no module"),
+])
+def test_pab_refuses_bad_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        PyramidAttentionBroadcast(**settings)
+
+
+def test_pab_settings_from_a_config_are_tuples():
+    policy = PyramidAttentionBroadcast(cross_attention_block_skip_range=4, cross_attention_timestep_skip_range=[0, 900])
+    assert policy.cross_attention_timestep_skip_range == (0, 900) and policy.roles == ("attn", "cross_attn")
