@@ -26,7 +26,7 @@ from .policies.base import CALL_SIGNALS, CachePolicy, Decision, StepContext, com
 from .policy_checks import check_policy
 from .state import Branch, Call, StepRecord
 from .unit_forward import block_forward, module_forward
-from .units import Costs, Kept, combine, module_sites, timed
+from .units import Costs, Kept, block_unit, combine, module_sites, timed
 from .wiring import Patches
 
 _ATTRIBUTE = "_cachelab_executor"
@@ -66,6 +66,7 @@ class StepLoopExecutor:
         self.sites = module_sites([b for b, _ in self.blocks], self.spec.module_roles, self.policy.roles) \
             if self.policy.unit == "module" else []
         self.costs = Costs()  # measured seconds of each block and module: the block-work accounting
+        self._work_version = -1
         self.trace: list[StepRecord] = []
         self._branches: dict[str, Branch] = {}
         self._leaders: dict[tuple[int, str], tuple[str, Decision]] = {}  # (step, unit) -> (branch, decision) of its first call
@@ -110,9 +111,9 @@ class StepLoopExecutor:
             self.reduction = parallel.Reduction(group, width=max(8, 5 + self.policy.history))
         return self.reduction
 
-    def timed(self, key: str) -> timed:
-        """Time a unit's work into ``costs`` (its first few computed calls only)."""
-        return timed(self.costs, key, lambda: synchronize_device(self.transformer) if self.synchronize else None)
+    def timed(self, key: str, whole=lambda: True) -> timed:
+        """Time a unit's work into ``costs`` (its first few computed calls only, where ``whole()``)."""
+        return timed(self.costs, key, lambda: synchronize_device(self.transformer) if self.synchronize else None, whole)
 
     # -- wrappers -----------------------------------------------------------------------------
 
@@ -158,18 +159,29 @@ class StepLoopExecutor:
             self._call = None
         seconds = time.perf_counter() - start
         self.trace.append(self._record(call, seconds, timestep))
+        self._update_work()
         branch.step += 1
         self.clock.call_ended()
         return result
 
     def _record(self, call: Call, seconds: float, timestep) -> StepRecord:
-        work = self.costs.work(len(self.blocks), call.skipped)
+        skipped = tuple(call.skipped)
         if self.policy.unit == "step":
             decision = call.decision or compute()
-            return StepRecord(call.context.step, call.context.branch, decision.compute, decision.signal, seconds, timestep, work=work)
+            return StepRecord(call.context.step, call.context.branch, decision.compute, decision.signal, seconds, timestep,
+                              skipped_units=skipped)
         units = tuple((unit, decision.compute) for unit, decision in call.unit_decisions.items())
-        return StepRecord(call.context.step, call.context.branch, not call.skipped, None, seconds, timestep,
-                          unit=self.policy.unit, work=work, units=units)
+        return StepRecord(call.context.step, call.context.branch, not skipped, None, seconds, timestep,
+                          unit=self.policy.unit, units=units, skipped_units=skipped)
+
+    def _update_work(self) -> None:
+        """Every record's share of block work from the unit costs measured so far (they settle after a few calls)."""
+        if self._work_version != self.costs.version:
+            for record in self.trace:
+                record.work = self.costs.work(len(self.blocks), record.skipped_units)
+            self._work_version = self.costs.version
+        else:
+            self.trace[-1].work = self.costs.work(len(self.blocks), self.trace[-1].skipped_units)
 
     def _decision_to_follow(self, branch: str, step: int, unit: str = "step") -> Decision | None:
         if self.cfg_decisions == "separate":
@@ -213,6 +225,10 @@ class StepLoopExecutor:
             return original(*args, **kwargs)
         if self.policy.unit == "block":
             return block_forward(self, call, index, original, args, kwargs)
+        if self.policy.unit == "module":  # its modules decide; the block runs around them
+            stood_in = len(call.skipped)
+            with self.timed(block_unit(index), whole=lambda: len(call.skipped) == stood_in):  # a block's cost: all of it
+                return original(*args, **kwargs)
         return step_forward.block_forward(self, call, index, original, args, kwargs)
 
     def rehearse(self, generate) -> dict[str, list[torch.Tensor]]:

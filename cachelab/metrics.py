@@ -49,20 +49,24 @@ def computed_fraction(trace: Iterable) -> dict[str, float]:
     return {branch: computed / total for branch, (computed, total) in counts.items()}
 
 
+def work_fraction(trace: Sequence) -> float:
+    """The computed share of the transformer's block work over the trace's calls: each call's blocks and
+    modules weighted by their measured time (``StepRecord.work``), averaged over calls."""
+    return float(np.mean([r.work for r in trace])) if trace else 1.0
+
+
 def ideal_speedup(trace: Sequence, full_call_seconds: float) -> tuple[float, float]:
     """(ideal speedup, skip cost) that the trace's decisions allow.
 
-    skip cost = median seconds of a skipped call / `full_call_seconds` (the median uncached
-    transformer call), and ideal speedup = calls / (computed + skipped x skip cost): the speedup if
-    the transformer were all the work and computing cost what it costs without the executor. The
-    gap to the measured speedup is executor overhead plus everything outside the transformer.
+    ideal speedup = 1 / ``work_fraction``: the speedup if the blocks were all the work and what the policy
+    skipped cost nothing (head and tail blocks, and the parts of a block a module-unit policy does not skip,
+    count as computed). skip cost = median seconds of a fully skipped call / `full_call_seconds` (the
+    median uncached transformer call; 0 when no call skipped every block it could). The gap between the
+    ideal and the measured speedup is executor overhead plus everything outside the blocks.
     """
     skipped = [r.seconds for r in trace if not r.computed]
-    if not skipped:
-        return 1.0, 0.0
-    skip_cost = statistics.median(skipped) / full_call_seconds
-    computed = len(trace) - len(skipped)
-    return len(trace) / (computed + len(skipped) * skip_cost), skip_cost
+    skip_cost = statistics.median(skipped) / full_call_seconds if skipped else 0.0
+    return 1.0 / work_fraction(trace), skip_cost
 
 
 def executor_overhead(trace: Sequence, full_call_seconds: float) -> float | None:

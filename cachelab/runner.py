@@ -155,10 +155,13 @@ def speed_figures(timing: Timing, run: RunConfig) -> dict:
 
 
 def decision_figures(traces: list[list], steps: int) -> dict:
-    """Computed share of the transformer calls, overall and per branch; computed_steps = overall share x steps."""
+    """Computed share of the transformer calls, overall and per branch (computed_steps = overall share x steps),
+    and of the block work (``computed_work``: each block and module weighted by its measured time)."""
     fractions = metrics.computed_fraction(record for generation in traces for record in generation)
     overall = fractions.pop("all")
-    return dict(computed_fraction=overall, computed_fraction_per_branch=fractions, computed_steps=overall * steps)
+    work = metrics.work_fraction([record for generation in traces for record in generation])
+    return dict(computed_fraction=overall, computed_fraction_per_branch=fractions, computed_steps=overall * steps,
+                computed_work=work)
 
 
 def quality_figures(reference: np.ndarray, cached: np.ndarray) -> dict:

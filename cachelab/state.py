@@ -19,7 +19,8 @@ class StepRecord:
 
     ``computed``: every block ran. ``work``: the computed share of the call's block work, each block or
     module weighted by its measured time. ``unit``: the policy's unit; ``units`` the (unit, computed)
-    decisions of a block- or module-unit policy in this call."""
+    decisions of a block- or module-unit policy in this call; ``skipped_units`` the blocks or modules
+    (by cost key: ``block3``, ``block3.ff_context``) stood in for."""
 
     step: int
     branch: str
@@ -30,14 +31,11 @@ class StepRecord:
     unit: str = "step"
     work: float = 1.0
     units: tuple[tuple[str, bool], ...] = field(default=(), repr=False)
+    skipped_units: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def timestep(self) -> float | None:
         return as_float(self.raw_timestep)
-
-    @property
-    def skipped_units(self) -> list[str]:
-        return [unit for unit, computed in self.units if not computed]
 
 
 @dataclass

@@ -55,7 +55,8 @@ def module_sites(blocks, module_roles: dict[str, dict[str, tuple[str, ...]]], ro
     for index, block in enumerate(blocks):
         for role, attributes in module_roles.get(type(block).__name__, {}).items():
             if role in roles:
-                sites += [ModuleSite(index, role, a, getattr(block, a)) for a in attributes if hasattr(block, a)]
+                sites += [ModuleSite(index, role, a, getattr(block, a)) for a in attributes
+                          if isinstance(getattr(block, a, None), torch.nn.Module)]  # SD3's last block has no ff_context
     return sites
 
 
@@ -101,12 +102,14 @@ class Costs:
 
     def __init__(self):
         self.samples: dict[str, list[float]] = defaultdict(list)
+        self.version = 0  # changes with every sample: work figures computed before are out of date
 
     def wants(self, unit: str) -> bool:
         return len(self.samples[unit]) < _MEASUREMENTS
 
     def add(self, unit: str, seconds: float) -> None:
         self.samples[unit].append(seconds)
+        self.version += 1
 
     def of(self, unit: str) -> float:
         seconds = self.samples.get(unit)
@@ -123,10 +126,11 @@ class Costs:
 
 
 class timed:
-    """Context manager: adds the wall seconds of its body to ``costs`` for ``unit`` while it still wants samples."""
+    """Context manager: adds the wall seconds of its body to ``costs`` for ``unit`` while it still wants samples
+    (and ``whole()`` says, at the end, that all of the unit's work ran)."""
 
-    def __init__(self, costs: Costs, unit: str, synchronize):
-        self.costs, self.unit, self.synchronize = costs, unit, synchronize
+    def __init__(self, costs: Costs, unit: str, synchronize, whole=lambda: True):
+        self.costs, self.unit, self.synchronize, self.whole = costs, unit, synchronize, whole
         self.on = costs.wants(unit)
 
     def __enter__(self):
@@ -137,4 +141,5 @@ class timed:
     def __exit__(self, *exc):
         if self.on and exc[0] is None:
             self.synchronize()
-            self.costs.add(self.unit, time.perf_counter() - self.start)
+            if self.whole():
+                self.costs.add(self.unit, time.perf_counter() - self.start)

@@ -9,8 +9,8 @@ import pytest
 from cachelab import metrics
 
 
-def record(branch="cond", computed=True, seconds=1.0):
-    return SimpleNamespace(branch=branch, computed=computed, seconds=seconds)
+def record(branch="cond", computed=True, seconds=1.0, work=1.0):
+    return SimpleNamespace(branch=branch, computed=computed, seconds=seconds, work=work)
 
 
 def test_psnr_of_a_known_error_and_of_identical_images():
@@ -42,10 +42,11 @@ def test_computed_fraction_per_branch_and_overall():
     assert metrics.computed_fraction(trace) == {"cond": 0.5, "uncond": 1.0, "all": 0.75}
 
 
-def test_ideal_speedup_counts_skipped_calls_at_their_measured_cost():
-    trace = [record(computed=True, seconds=1.2)] * 2 + [record(computed=False, seconds=0.25)] * 2
+def test_ideal_speedup_counts_skipped_calls_at_their_measured_block_work():
+    trace = [record(computed=True, seconds=1.2)] * 2 + [record(computed=False, seconds=0.3, work=0.25)] * 2
     ideal, skip_cost = metrics.ideal_speedup(trace, full_call_seconds=1.0)
-    assert skip_cost == pytest.approx(0.25)
+    assert skip_cost == pytest.approx(0.3)
+    assert metrics.work_fraction(trace) == pytest.approx((2 + 2 * 0.25) / 4)
     assert ideal == pytest.approx(4 / (2 + 2 * 0.25))
     assert metrics.executor_overhead(trace, 1.0) == pytest.approx(0.2)
 

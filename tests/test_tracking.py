@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from cachelab import StepRecord
 from cachelab.tracking import results, sweep, wandb_run
 
 LOGGER = SimpleNamespace(name="wandb", project="cachelab-tests", entity=None, mode="offline", group=None, tags=["test"])
@@ -62,15 +63,14 @@ def fake_outcome():
     rng = np.random.default_rng(0)
     reference = rng.random((2, 16, 16, 3), dtype=np.float32)
     def step(i, computed):
-        return SimpleNamespace(step=i, branch="cond", timestep=1 - i / 4, computed=computed,
-                                                   signal=None if computed else 0.01, seconds=0.01)
+        return StepRecord(i, "cond", computed, None if computed else 0.01, 0.01, 1 - i / 4, work=1.0 if computed else 0.1)
     traces = [[step(0, True), step(1, False), step(2, True)]] * 2
     return SimpleNamespace(reference=reference, cached=np.clip(reference + 0.05, 0, 1), traces=traces)
 
 
 RESULT = dict(policy="first_block", model="digits", threshold=0.1, speedup=1.7, ideal_speedup=2.0, psnr=float("inf"),
               ssim=0.98, computed_fraction=0.5, computed_fraction_per_branch={"cond": 0.5}, computed_steps=14.0,
-              steps=28, digit_accuracy=1.0, reference_digit_accuracy=0.9, policy_params={"threshold": 0.1},
+              computed_work=0.55, steps=28, digit_accuracy=1.0, reference_digit_accuracy=0.9, policy_params={"threshold": 0.1},
               metric={"name": "digit_accuracy", "format": "{:.0%}"})
 
 
@@ -123,11 +123,11 @@ def test_job_files_and_sweep_summary(tmp_path):
     rows = sweep.write_summary(tmp_path)
     assert [(row["job"], row["status"]) for row in rows] == [("0_threshold=0.1", "done"), ("1_threshold=0.2", "failed")]
     table = (tmp_path / "summary.md").read_text()
-    assert "| 0_threshold=0.1 | first_block | 0.1" in table and "inf" in table and "1.70x" in table
+    assert "| 0_threshold=0.1 | first_block | 0.1" in table and "inf" in table and "1.70x" in table and "| 55% " in table
     assert "| digit_accuracy | reference digit_accuracy |" in table and "| 100%" in table and "| 90%" in table
     summary = (tmp_path / "summary.csv").read_text().splitlines()
     assert len(summary) == 3 and summary[0].endswith("psnr,ssim,digit_accuracy,reference_digit_accuracy,error")
-    assert ",28,1.7,2.0,,,0.98,1.0,0.9," in summary[1]  # the infinite PSNR is an empty cell
+    assert ",28,0.55,1.7,2.0,,,0.98,1.0,0.9," in summary[1]  # the infinite PSNR is an empty cell
 
 
 def test_scalars_flatten_nested_values_and_drop_lists():

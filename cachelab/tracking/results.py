@@ -14,7 +14,9 @@ from pathlib import Path
 
 from .images import save_pngs
 
-TRACE_COLUMNS = ("prompt", "step", "branch", "timestep", "computed", "signal", "seconds")
+#: unit: the policy's unit; work: the call's computed share of block work; skipped_units: the blocks or modules
+#: (by cost key, e.g. block3.attn) a block- or module-unit policy stood in for in that call.
+TRACE_COLUMNS = ("prompt", "step", "branch", "timestep", "computed", "signal", "seconds", "unit", "work", "skipped_units")
 RESULT_FILE = "result.json"
 
 
@@ -78,13 +80,17 @@ def differing_keys(config: dict, other: dict) -> list[str]:
     return keys
 
 
+def trace_rows(traces: list[list]) -> list[list]:
+    """One row of ``TRACE_COLUMNS`` per transformer call of every prompt's generation."""
+    return [[prompt, r.step, r.branch, r.timestep, int(r.computed), r.signal, round(r.seconds, 6), r.unit, round(r.work, 4),
+             " ".join(r.skipped_units)] for prompt, trace in enumerate(traces) for r in trace]
+
+
 def write_trace(path: Path, traces: list[list]) -> None:
     with path.open("w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(TRACE_COLUMNS)
-        for prompt, trace in enumerate(traces):
-            for r in trace:
-                writer.writerow([prompt, r.step, r.branch, r.timestep, int(r.computed), r.signal, f"{r.seconds:.6f}"])
+        writer.writerows(trace_rows(traces))
 
 
 def replace_file(path: Path, text: str) -> None:

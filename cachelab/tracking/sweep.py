@@ -19,7 +19,7 @@ from .results import RESULT_FILE, finite, read_result, replace_file
 from .tables import extra_metrics, results_table
 
 SWEPT_KEYS_FILE = ".swept_keys"
-SUMMARY_COLUMNS = ("job", "status", "policy", "threshold", "policy_params", "computed_steps", "steps", "speedup",
+SUMMARY_COLUMNS = ("job", "status", "policy", "threshold", "policy_params", "computed_steps", "steps", "computed_work", "speedup",
                    "ideal_speedup", "timing_noisy", "psnr", "ssim")
 
 

@@ -12,6 +12,7 @@ def results_table(rows: list[dict], *, with_job: bool = False, with_model: bool 
     columns += [
         ("policy", "policy", str), ("threshold", "threshold", "{:g}".format),
         ("computed", "computed_steps", lambda v: f"{v:.1f}"), ("of", "steps", str),
+        ("work", "computed_work", "{:.0%}".format),
         ("speedup", "speedup", "{:.2f}x".format), ("ideal", "ideal_speedup", "{:.2f}x".format),
         ("PSNR dB", "psnr", "{:.1f}".format), ("SSIM", "ssim", "{:.4f}".format),
     ]
@@ -38,7 +39,7 @@ def extra_metrics(rows: list[dict]) -> dict[str, str]:
 
 def reference_row(result: dict) -> dict:
     """The uncached reference as a row beside `result`."""
-    row = dict(policy="none (reference)", computed_steps=result["steps"], steps=result["steps"], speedup=1.0,
+    row = dict(policy="none (reference)", computed_steps=result["steps"], steps=result["steps"], computed_work=1.0, speedup=1.0,
                ideal_speedup=1.0, psnr=math.inf, ssim=1.0, metric=result.get("metric"))
     name = (result.get("metric") or {}).get("name")
     if name:

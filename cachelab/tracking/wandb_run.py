@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from .images import sample_grid
-from .results import TRACE_COLUMNS, finite
+from .results import TRACE_COLUMNS, finite, trace_rows
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,7 @@ def log_outcome(run, result: dict, outcome) -> None:
     import wandb
 
     run.summary.update(scalars(result))
-    rows = [[prompt, r.step, r.branch, r.timestep, bool(r.computed), r.signal, r.seconds]
-            for prompt, trace in enumerate(outcome.traces) for r in trace]
+    rows = trace_rows(outcome.traces)
     run.log({
         "samples": wandb.Image(sample_grid(outcome.reference, outcome.cached), caption="reference | cached | |difference|"),
         "trace": wandb.Table(columns=list(TRACE_COLUMNS), data=rows),
