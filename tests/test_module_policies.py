@@ -4,13 +4,15 @@ and images within float tolerance of the peer's. On the digits model and on a ti
 
 import pytest
 import torch
-from diffusers import PyramidAttentionBroadcastConfig
+from diffusers import PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig
 from tiny import generate
 
 import cachelab
 from cachelab import zoo
 from cachelab.models.specs import blocks_of, spec_for
-from cachelab.policies import PyramidAttentionBroadcast
+from cachelab.policies import PyramidAttentionBroadcast, TaylorSeer
+from cachelab.policies.taylor import taylor_weights
+from cachelab.policies.taylorseer import divided_difference_weights
 from cachelab.units import ROLES, module_sites
 
 DIGITS = (3, 7)
@@ -138,3 +140,45 @@ def test_pab_refuses_bad_settings(settings, message):
 def test_pab_settings_from_a_config_are_tuples():
     policy = PyramidAttentionBroadcast(cross_attention_block_skip_range=4, cross_attention_timestep_skip_range=[0, 900])
     assert policy.cross_attention_timestep_skip_range == (0, 900) and policy.roles == ("attn", "cross_attn")
+
+
+# -- TaylorSeer, module form ------------------------------------------------------------------------------------
+
+TAYLOR_DIGITS = [(5, 3, 1), (3, 2, 2), (4, 1, 0)]  # (interval, warmup_steps, order)
+
+
+@pytest.mark.parametrize("interval, warmup, order", TAYLOR_DIGITS)
+def test_taylorseer_module_form_matches_diffusers_on_digits(digits, interval, warmup, order):
+    config = TaylorSeerCacheConfig(cache_interval=interval, disable_cache_before_step=warmup, max_order=order,
+                                   taylor_factors_dtype=torch.float32)
+    expected, reference = peer_run(digits, config)
+    decisions, image = cachelab_run(digits, TaylorSeer(interval, order, warmup, unit="module"))
+    assert decisions == expected and skipped(expected) > 0
+    assert (image - reference).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 5.0])
+def test_taylorseer_module_form_matches_diffusers_on_wan(wan, guidance_scale):
+    """diffusers keeps TaylorSeer's state per cache context ("cond", "uncond"), so with CFG too. Its default
+    patterns miss Wan's ``attn1``; named explicitly, it forecasts the modules of cachelab's ``attn`` role."""
+    config = TaylorSeerCacheConfig(cache_interval=3, disable_cache_before_step=2, max_order=1,
+                                   taylor_factors_dtype=torch.float32, cache_identifiers=[r"blocks\.\d+\.attn1"])
+    expected, reference = peer_run(wan, config, steps=10, guidance_scale=guidance_scale)
+    decisions, image = cachelab_run(wan, TaylorSeer(3, 1, 2, unit="module"), steps=10, guidance_scale=guidance_scale)
+    assert len(decisions) == (10 if guidance_scale == 1.0 else 20)
+    assert decisions == expected and skipped(expected) > 0
+    assert (image - reference).abs().max().item() <= 1e-5
+
+
+def test_taylorseer_module_weights_are_diffusers_divided_differences():
+    # order 1 from steps 2 and 1 at step 3: F2 + (F2 - F1) * 1; cache-dit's ladder (step form) has no derivative yet
+    assert divided_difference_weights([2, 1], 3, 1) == [2.0, -1.0]
+    assert taylor_weights([2, 1], 3, 1) == [1.0, 0.0]
+    # order 2 over steps 8, 4, 0 at step 10: D1 = (F8 - F4) / 4, D2 = (D1 - (F4 - F0) / 4) / 4; F8 + 2 D1 + 2 D2
+    assert divided_difference_weights([8, 4, 0], 10, 2) == pytest.approx([1 + 0.5 + 0.125, -0.5 - 0.25, 0.125])
+
+
+def test_taylorseer_unit_is_step_or_module():
+    assert TaylorSeer().unit == "step" and TaylorSeer(unit="module").unit == "module"
+    with pytest.raises(ValueError, match="unit must be 'step' or 'module'"):
+        TaylorSeer(unit="block")
