@@ -10,7 +10,7 @@ from tiny import generate
 import cachelab
 from cachelab import zoo
 from cachelab.models.specs import blocks_of, spec_for
-from cachelab.policies import PyramidAttentionBroadcast, TaylorSeer
+from cachelab.policies import Fora, PyramidAttentionBroadcast, TaylorSeer
 from cachelab.policies.taylor import taylor_weights
 from cachelab.policies.taylorseer import divided_difference_weights
 from cachelab.units import ROLES, module_sites
@@ -182,3 +182,50 @@ def test_taylorseer_unit_is_step_or_module():
     assert TaylorSeer().unit == "step" and TaylorSeer(unit="module").unit == "module"
     with pytest.raises(ValueError, match="unit must be 'step' or 'module'"):
         TaylorSeer(unit="block")
+
+
+# -- FORA --------------------------------------------------------------------------------------------------------
+
+
+def fora_rule(step: int, interval: int, warmup: int) -> bool:
+    return step < warmup or (step - warmup) % interval == 0
+
+
+@pytest.mark.parametrize("name, interval, warmup", [("digits", 3, 0), ("digits", 4, 2), ("wan", 2, 1)])
+def test_fora_caches_every_attention_and_mlp_on_its_published_rule(request, name, interval, warmup):
+    pipe = request.getfixturevalue(name)
+    kwargs = {} if name == "digits" else {"steps": 8, "guidance_scale": 1.0}
+    decisions, _ = cachelab_run(pipe, Fora(interval, warmup), **kwargs)
+    units = sorted(set(units_of(pipe.transformer).values()))
+    assert {u.partition(".")[2] for u in units} == ({"attn", "ff"} if name == "digits" else {"attn", "cross_attn", "ff"})
+    for step, call in enumerate(decisions):
+        assert sorted(call) == units
+        assert set(call.values()) == {fora_rule(step, interval, warmup)}, f"step {step}"
+    assert len(decisions) == (28 if name == "digits" else 8)
+
+
+@pytest.mark.parametrize("name", ["digits", "wan"])
+def test_fora_with_interval_1_is_the_uncached_generation(request, name):
+    pipe = request.getfixturevalue(name)
+    kwargs = {} if name == "digits" else {"steps": 6}
+    decisions, image = cachelab_run(pipe, Fora(interval=1), **kwargs)
+    assert skipped(decisions) == 0 and all(decisions)
+    assert torch.equal(image, run_pipe(pipe, **kwargs))
+
+
+def test_fora_reuse_changes_the_images_and_counts_the_work(digits):
+    executor = cachelab.attach(digits, Fora(interval=2))
+    try:
+        image = generate_digits(digits)
+    finally:
+        cachelab.detach(digits)
+    assert 0 < (image - generate_digits(digits)).abs().max().item() < 0.5
+    skipping = [record.work for record in executor.trace if record.step % 2]
+    assert all(0 < work < 1 for work in skipping) and all(r.work == 1 for r in executor.trace if r.step % 2 == 0)
+
+
+def test_fora_refuses_bad_settings():
+    with pytest.raises(ValueError, match="interval must be an integer >= 1"):
+        Fora(interval=0)
+    with pytest.raises(ValueError, match="warmup_steps must be an integer >= 0"):
+        Fora(warmup_steps=-1)

@@ -1,0 +1,36 @@
+"""FORA (Selvaraju et al. 2024, arXiv 2407.01425): the attention and MLP outputs of every block cached for N steps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import CachePolicy, Decision, StepContext, check_number, compute, reuse
+from .pab import whole_call
+from .registry import register_policy
+
+
+@register_policy("fora")
+@dataclass(eq=False, repr=False)
+class Fora(CachePolicy):
+    """Fast-FORward cAching, FORA's static caching: every attention module (self, joint and cross attention) and
+    every feed-forward of every block recomputes its output at the first ``warmup_steps`` steps and then every
+    ``interval``-th step (``(step - warmup_steps) % interval == 0``), and reuses that output for the ``interval - 1``
+    steps after it; the rest of each block (norms, modulation, residual adds) runs at every step. No forced last
+    step, as published. ``interval=1`` computes everything (the uncached images exactly, tested). The paper's
+    DiT/PixArt-alpha results use intervals 2 to 7."""
+
+    interval: int = 3
+    warmup_steps: int = 0
+
+    unit = "module"
+    roles = ("attn", "cross_attn", "ff")
+
+    def __post_init__(self) -> None:
+        check_number("interval", self.interval, minimum=1, integer=True)
+        check_number("warmup_steps", self.warmup_steps, integer=True)
+
+    def decide(self, ctx: StepContext) -> Decision:
+        if whole_call(ctx) or not ctx.computed_steps:
+            return compute()
+        after_warmup = ctx.step - self.warmup_steps
+        return compute() if after_warmup < 0 or after_warmup % self.interval == 0 else reuse()
