@@ -1,12 +1,16 @@
 from .base import CALL_SIGNALS, SIGNALS, CachePolicy, Decision, StepContext, compute, forecast, register_call_signal, reuse
+from .dbprune import DBPrune
 from .dual_block import DualBlockCache
 from .first_block import FirstBlockCache
 from .fixed_interval import FixedInterval
+from .fora import Fora
 from .learned import Learned
 from .magcache import MagCache
 from .no_cache import NoCache
 from .oracle import Oracle
+from .pab import PyramidAttentionBroadcast
 from .registry import make_policy, register_policy, registered_policies
+from .seacache import SeaCache
 from .taylorseer import TaylorSeer
 from .teacache import TeaCache
 
@@ -20,13 +24,17 @@ __all__ = [
     "compute",
     "forecast",
     "reuse",
+    "DBPrune",
     "DualBlockCache",
     "FirstBlockCache",
     "FixedInterval",
+    "Fora",
     "Learned",
     "MagCache",
     "NoCache",
     "Oracle",
+    "PyramidAttentionBroadcast",
+    "SeaCache",
     "TaylorSeer",
     "TeaCache",
     "make_policy",
