@@ -4,13 +4,13 @@ and images within float tolerance of the peer's. On the digits model and on a ti
 
 import pytest
 import torch
-from diffusers import PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig
+from diffusers import FasterCacheConfig, PyramidAttentionBroadcastConfig, TaylorSeerCacheConfig
 from tiny import generate
 
 import cachelab
 from cachelab import zoo
 from cachelab.models.specs import blocks_of, spec_for
-from cachelab.policies import Fora, PyramidAttentionBroadcast, TaylorSeer
+from cachelab.policies import FasterCache, Fora, PyramidAttentionBroadcast, TaylorSeer
 from cachelab.policies.taylor import taylor_weights
 from cachelab.policies.taylorseer import divided_difference_weights
 from cachelab.units import ROLES, module_sites
@@ -229,3 +229,34 @@ def test_fora_refuses_bad_settings():
         Fora(interval=0)
     with pytest.raises(ValueError, match="warmup_steps must be an integer >= 0"):
         Fora(warmup_steps=-1)
+
+
+# -- FasterCache, attention part -------------------------------------------------------------------------------
+
+FASTER_DIGITS = [
+    {},  # the defaults: every 2nd step below timestep 681, weight 0.5
+    {"spatial_attention_block_skip_range": 3, "spatial_attention_timestep_skip_range": (200, 900), "attention_weight": 0.3},
+]
+
+
+def faster_cache_config(pipe, settings):
+    weight = settings.get("attention_weight", 0.5)
+    diffusers_settings = {k: v for k, v in settings.items() if k != "attention_weight"}
+    return FasterCacheConfig(**diffusers_settings, is_guidance_distilled=True, attention_weight_callback=lambda _: weight,
+                             current_timestep_callback=timestep_callback(pipe))
+
+
+@pytest.mark.parametrize("settings", FASTER_DIGITS)
+def test_faster_cache_matches_diffusers_on_digits(digits, settings):
+    expected, reference = peer_run(digits, faster_cache_config(digits, settings))
+    decisions, image = cachelab_run(digits, FasterCache(**settings))
+    assert decisions == expected and skipped(expected) > 0
+    assert (image - reference).abs().max().item() <= 1e-5
+
+
+def test_faster_cache_matches_diffusers_on_wan_with_one_call_per_step(wan):
+    settings = {"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": (-1, 990)}
+    expected, reference = peer_run(wan, faster_cache_config(wan, settings), steps=10, guidance_scale=1.0)
+    decisions, image = cachelab_run(wan, FasterCache(**settings), steps=10, guidance_scale=1.0)
+    assert decisions == expected and skipped(expected) > 0
+    assert (image - reference).abs().max().item() <= 1e-5
