@@ -260,3 +260,24 @@ def test_faster_cache_matches_diffusers_on_wan_with_one_call_per_step(wan):
     decisions, image = cachelab_run(wan, FasterCache(**settings), steps=10, guidance_scale=1.0)
     assert decisions == expected and skipped(expected) > 0
     assert (image - reference).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"spatial_attention_block_skip_range": 0}, "spatial_attention_block_skip_range must be an integer >= 1"),
+    ({"temporal_attention_block_skip_range": 0}, "temporal_attention_block_skip_range must be an integer >= 1"),
+    ({"spatial_attention_timestep_skip_range": (681, -1)}, "must have low < high"),
+    ({"attention_weight": "half"}, "attention_weight must be a number"),
+])
+def test_faster_cache_refuses_bad_settings(settings, message):
+    with pytest.raises(ValueError, match=message):
+        FasterCache(**settings)
+
+
+def test_the_timestep_is_read_once_per_step(digits, monkeypatch):
+    from cachelab.policies.base import StepContext
+
+    reads = []
+    original = StepContext.scheduler_timestep
+    monkeypatch.setattr(StepContext, "scheduler_timestep", property(lambda ctx: reads.append(ctx.step) or original.fget(ctx)))
+    cachelab_run(digits, PyramidAttentionBroadcast(), steps=6)
+    assert reads == list(range(6))

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from numbers import Real
 
 from .base import CachePolicy, Decision, StepContext, check_number, compute, forecast
-from .pab import timestep_range, whole_call
+from .pab import OneTimestepPerStep, timestep_range, whole_call
 from .registry import register_policy
 
 
 @register_policy("faster_cache")
 @dataclass(eq=False, repr=False)
-class FasterCache(CachePolicy):
+class FasterCache(OneTimestepPerStep, CachePolicy):
     """Arguments as diffusers' ``FasterCacheConfig``; its attention part, which is diffusers' FasterCache with
     ``is_guidance_distilled=True``. While the scheduler's timestep lies strictly inside
     ``spatial_attention_timestep_skip_range``, each attention module (the ``attn`` role) computes at the steps
@@ -55,11 +55,8 @@ class FasterCache(CachePolicy):
     def decide(self, ctx: StepContext) -> Decision:
         if whole_call(ctx):
             return compute()
-        timestep = ctx.scheduler_timestep
-        if timestep is None:
-            raise ValueError("FasterCache needs the call's timestep; the transformer was called without one")
         low, high = self.spatial_attention_timestep_skip_range
-        if not low < timestep < high or not ctx.computed_steps:
+        if not low < self.step_timestep(ctx) < high or not ctx.computed_steps:
             return compute()
         if ctx.step > 0 and ctx.step % self.spatial_attention_block_skip_range == 0:
             return compute()

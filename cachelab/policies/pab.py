@@ -19,6 +19,23 @@ def whole_call(ctx: StepContext) -> bool:
     return ctx.role is None
 
 
+class OneTimestepPerStep:
+    """For module-unit policies that read the timestep: read it from the device once per step, not once per
+    module (``ctx.scheduler_timestep`` is a host sync on a GPU)."""
+
+    def reset(self) -> None:
+        self._timestep: tuple[int, float] | None = None
+
+    def step_timestep(self, ctx: StepContext) -> float:
+        known = getattr(self, "_timestep", None)
+        if known is None or known[0] != ctx.step:
+            value = ctx.scheduler_timestep
+            if value is None:
+                raise ValueError(f"{type(self).__name__} needs the call's timestep; the transformer was called without one")
+            known = self._timestep = (ctx.step, value)
+        return known[1]
+
+
 def timestep_range(name: str, value) -> tuple[float, float]:
     """A (low, high) pair of scheduler timesteps, low < high, as a tuple (a config gives a list)."""
     if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, Real) and not isinstance(v, bool)
@@ -31,7 +48,7 @@ def timestep_range(name: str, value) -> tuple[float, float]:
 
 @register_policy("pab")
 @dataclass(eq=False, repr=False)
-class PyramidAttentionBroadcast(CachePolicy):
+class PyramidAttentionBroadcast(OneTimestepPerStep, CachePolicy):
     """Recompute each attention module every ``*_block_skip_range`` steps and reuse its newest output in between,
     only while the scheduler's timestep lies strictly inside ``*_timestep_skip_range``; outside it, and at the
     first step, it computes. The feed-forward modules always run. Arguments as diffusers'
@@ -79,10 +96,7 @@ class PyramidAttentionBroadcast(CachePolicy):
         if whole_call(ctx):
             return compute()
         skip_range, (low, high) = self._rules[ctx.role]
-        timestep = ctx.scheduler_timestep
-        if timestep is None:
-            raise ValueError("PyramidAttentionBroadcast needs the call's timestep; the transformer was called without one")
-        inside = low < timestep < high
+        inside = low < self.step_timestep(ctx) < high
         if not ctx.computed_steps or ctx.step == 0 or not inside or ctx.step % skip_range == 0:
             return compute()
         return reuse()
