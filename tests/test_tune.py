@@ -148,3 +148,21 @@ def test_a_multirun_tunes_one_policy_per_job_and_merges_the_table(tmp_path):
     speedups = [row["speedup"] for row in tune["rows"] if row["speedup"] is not None]
     assert speedups == sorted(speedups, reverse=True)
     assert done.stdout.rstrip().endswith(f"tune.json: {sweep / 'tune.json'}") and "2 policies tuned in" in done.stdout
+
+
+def test_default_policies_the_model_cannot_run_are_left_out_with_the_reason():
+    from omegaconf import OmegaConf
+    from test_runner_fixtures import composed
+
+    from cachelab.config import ConfigError
+    from cachelab.tune import plan
+
+    cfg = composed(["model=flux", "policy=first_block"])
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("policy")
+    configs = {name: plan.policy_config(name, plain) for name in ("first_block", "learned")}
+    fit, unfit = plan.fitting(["first_block", "learned"], configs, plain, explicit=False)
+    assert fit == ["first_block"] and "the learned policy has no calibrated plans" in unfit["learned"]
+    with pytest.raises(ConfigError, match="the learned policy has no calibrated plans"):
+        plan.fitting(["first_block", "learned"], configs, plain, explicit=True)
+    assert "oracle" not in plan.deployable_policies() and "none" not in plan.deployable_policies()

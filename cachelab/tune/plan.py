@@ -80,9 +80,15 @@ def check_metric_target(settings: TuneSettings, run: RunConfig) -> None:
 def fitting(names: list[str], configs: dict[str, dict], plain: dict, explicit: bool) -> tuple[list[str], dict[str, str]]:
     """(the policies that run on the model, {policy: why not} for the others). A policy named on the command
     line that does not fit is an error; one of the default list is left out with its reason."""
+    from ..policies import registered_policies
+    from .knobs import knob_for
+
+    setting_run(plain, {"name": "none"}, {})  # the run keys themselves, apart from any policy
     fit, unfit = [], {}
     for name in names:
         try:
+            if knob_for(name, registered_policies()[name].uses_threshold, steps=28, blocks=1) is None:
+                raise ConfigError(f"policy={name} has no knob that cachelab.tune knows (a threshold, interval or budget)")
             setting_run(plain, configs[name], {})
             fit.append(name)
         except ConfigError as error:
