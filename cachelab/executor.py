@@ -231,10 +231,10 @@ class StepLoopExecutor:
                 return original(*args, **kwargs)
         return step_forward.block_forward(self, call, index, original, args, kwargs)
 
-    def rehearse(self, generate) -> dict[str, list[torch.Tensor]]:
+    def rehearse(self, generate) -> dict:
         """Run ``generate()`` (a pipeline call) computing every step, and return the residual of all
-        blocks at every step, per branch; a ``rehearses`` policy (``Oracle``) plans the next generation
-        from them."""
+        blocks at every step, per branch (a block-unit policy: of each block, per branch and block unit);
+        a ``rehearses`` policy (``Oracle``) plans the next generation from them."""
         if self.policy.head_blocks or self.policy.tail_blocks:
             raise ValueError(f"{self.policy!r} has head or tail blocks; a rehearsal records the residual of all blocks")
         self.rehearsal = {}

@@ -81,9 +81,15 @@ class Plan:
 def best_plan(g: np.ndarray, budget: int, weights_for: Estimator, history: int) -> Plan:
     """The ``budget`` steps to compute (step 0 always) whose stand-ins for the other steps have the
     least summed squared error, and those stand-ins' weights."""
+    return best_plans(g, [budget], weights_for, history)[budget]
+
+
+def best_plans(g: np.ndarray, budgets, weights_for: Estimator, history: int) -> dict[int, Plan]:
+    """``best_plan`` for several budgets at once (one dynamic programme, its table shared)."""
     steps = len(g)
-    if not (isinstance(budget, int) and 1 <= budget <= steps):
-        raise ValueError(f"budget must be an integer in 1..{steps} (the number of steps), got {budget!r}")
+    for budget in budgets:
+        if not (isinstance(budget, int) and 1 <= budget <= steps):
+            raise ValueError(f"budget must be an integer in 1..{steps} (the number of steps), got {budget!r}")
 
     @lru_cache(maxsize=None)
     def error(kept: tuple[int, ...], target: int) -> float:
@@ -102,8 +108,7 @@ def best_plan(g: np.ndarray, budget: int, weights_for: Estimator, history: int) 
             skipped += error(kept, step)
         return best
 
-    _, chosen = rest((0,), budget - 1)
-    return plan_for(g, [0, *chosen], weights_for, history)
+    return {budget: plan_for(g, [0, *rest((0,), budget - 1)[1]], weights_for, history) for budget in budgets}
 
 
 def plan_for(g: np.ndarray, computed: Sequence[int], weights_for: Estimator, history: int) -> Plan:

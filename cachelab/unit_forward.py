@@ -24,10 +24,12 @@ def block_forward(executor, call, index: int, original, args, kwargs):
         return output.pack(hidden + hidden_residual, encoder)
     with executor.timed(unit):
         result = original(*args, **kwargs)
-    if executor.policy.caches:
+    if executor.policy.caches or executor.rehearsal is not None:
         out_hidden, out_encoder = output.unpack(result)
         both = out_encoder is not None and encoder is not None
         kept.keep((out_hidden - hidden, out_encoder - encoder if both else None), call.context.step)
+        if executor.rehearsal is not None:  # block residuals per branch and block, for per-block plans
+            executor.rehearsal.setdefault(call.context.branch, {}).setdefault(unit, []).append(out_hidden - hidden)
     return result
 
 
@@ -40,7 +42,10 @@ def module_forward(executor, call, site: ModuleSite, original, args, kwargs):
         decision = call.unit_decisions[site.unit] = executor.decide_unit(call, site.unit, kept, {}, site.block, site.role)
     if not decision.compute:
         call.skipped.append(site.key)
-        return kept.stand_in(decision.weights, site.key)
+        output = kept.stand_in(decision.weights, site.key)
+        if getattr(executor.policy, "keeps_stand_ins", False):  # FasterCache extrapolates from its last outputs, stand-ins too
+            kept.keep(output, call.context.step)
+        return output
     with executor.timed(site.key):
         result = original(*args, **kwargs)
     if executor.policy.caches:

@@ -15,6 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from .. import launch
 from ..config import ConfigError, RunConfig, check_calibrate, config_dir, validate
 from .learned import learned_plans
+from .learned_blocks import learned_block_plans
 from .signals import magcache_ratios, teacache_coefficients
 
 
@@ -36,7 +37,10 @@ def calibrate_model(run: RunConfig) -> dict:
         numbers = {
             "teacache": {"coefficients": teacache_coefficients(pipe, prompts, **kwargs())},
             "magcache": {"mag_ratios": magcache_ratios(pipe, prompts, **kwargs())},
-            "learned": {"plans": {str(budget): plan.to_json() for budget, plan in plans.items()}},
+            "learned": {"plans": {str(budget): plan.to_json() for budget, plan in plans.items()},
+                        "block_plans": {str(budget): {unit: plan.to_json() for unit, plan in units.items()}
+                                        for budget, units in learned_block_plans(pipe, prompts, setting.budgets,
+                                                                                 setting.history, **kwargs()).items()}},
         }
     data = (f"model={run.model.name}: {len(prompts)} uncached generations ({setting.generations} per prompt) from "
             f"one generator seeded {setting.seed}, {run.steps} steps")

@@ -106,10 +106,19 @@ def learned_plans(pipe, prompts, budgets, history: int = 2, refine: bool = False
     return plans
 
 
-def learned_policy(pipe, prompts, budget: int, history: int = 2, refine: bool = False, **call_kwargs) -> Learned:
+def learned_policy(pipe, prompts, budget: int, history: int = 2, refine: bool = False, unit: str = "step",
+                   **call_kwargs) -> Learned:
     """A ready ``Learned`` policy for ``pipe``: ``budget`` computed steps chosen, and the forecast of each
     other step fitted (least squares over the last ``history`` computed residuals), on uncached
     generations of ``prompts`` with ``call_kwargs`` (use prompts or seeds you will not evaluate on).
-    ``refine`` also searches the schedule on those generations' cached images (a minute on digits)."""
+    ``refine`` also searches the schedule on those generations' cached images (a minute on digits).
+    ``unit="block"``: a schedule per block, ``budget`` steps' worth of block work shared among the blocks
+    (``cachelab.calibrate.learned_blocks``; ``refine`` does not apply)."""
+    if unit == "block":
+        from .learned_blocks import learned_block_policy
+
+        return learned_block_policy(pipe, prompts, budget, history, **call_kwargs)
+    if unit != "step":
+        raise ValueError(f"unit must be 'step' or 'block', got {unit!r}")
     plan = learned_plans(pipe, prompts, [budget], history, refine, **call_kwargs)[budget]
     return Learned(budget, plans={budget: plan})

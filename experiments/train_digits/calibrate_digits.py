@@ -15,6 +15,7 @@ import json
 import torch
 
 from cachelab.calibrate import learned_plans, magcache_ratios, teacache_coefficients
+from cachelab.calibrate.learned_blocks import learned_block_plans
 from cachelab.calibration import CALIBRATION_FILE
 from cachelab.zoo import load_pipeline, path, prompts_for
 
@@ -34,6 +35,7 @@ def calibrate(seeds: int, steps: int = 28) -> dict:
 
     plans = learned_plans(pipe, batches[:1] * LEARNED_GENERATIONS, LEARNED_BUDGETS, refine=True,
                           **call_kwargs(LEARNED_SEED))
+    block_plans = learned_block_plans(pipe, batches[:1] * LEARNED_GENERATIONS, LEARNED_BUDGETS, **call_kwargs(LEARNED_SEED))
 
     return {
         "command": f"{COMMAND} --seeds {seeds}",
@@ -43,8 +45,10 @@ def calibrate(seeds: int, steps: int = 28) -> dict:
             "magcache": {"mag_ratios": magcache_ratios(pipe, batches, **call_kwargs())},
             "learned": {
                 "plans": {str(budget): plan.to_json() for budget, plan in plans.items()},
+                "block_plans": {str(budget): {unit: plan.to_json() for unit, plan in units.items()}
+                                for budget, units in block_plans.items()},
                 "data": f"10 digits x {LEARNED_GENERATIONS} generations from one generator seeded {LEARNED_SEED}, "
-                        f"{steps} steps; schedules refined on those generations' cached images",
+                        f"{steps} steps; step schedules refined on those generations' cached images, block schedules not",
             },
         },
     }
