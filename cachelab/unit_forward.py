@@ -43,7 +43,7 @@ def module_forward(executor, call, site: ModuleSite, original, args, kwargs):
     if not decision.compute:
         call.skipped.append(site.key)
         output = kept.stand_in(decision.weights, site.key)
-        if getattr(executor.policy, "keeps_stand_ins", False):  # FasterCache extrapolates from its last outputs, stand-ins too
+        if executor.policy.keeps_stand_ins:
             kept.keep(output, call.context.step)
         return output
     with executor.timed(site.key):

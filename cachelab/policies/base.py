@@ -138,6 +138,8 @@ class CachePolicy(abc.ABC):
     caches: ClassVar[bool] = True
     #: How many computed residuals the executor keeps per branch (forecasting policies want more than 1).
     history: ClassVar[int] = 1
+    #: Module-unit policies: keep stand-ins too, as if computed (FasterCache extrapolates from its last outputs).
+    keeps_stand_ins: ClassVar[bool] = False
 
     #: True for policies that plan a generation from an uncached rehearsal of it (``executor.rehearse``).
     rehearses: ClassVar[bool] = False
