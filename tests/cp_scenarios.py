@@ -7,13 +7,17 @@ import cachelab
 from cachelab import zoo
 from cachelab.policies import (
     CachePolicy,
+    DBPrune,
     DualBlockCache,
+    FasterCache,
     FirstBlockCache,
     FixedInterval,
+    Fora,
     Learned,
     MagCache,
     NoCache,
     Oracle,
+    PyramidAttentionBroadcast,
     TaylorSeer,
     TeaCache,
     compute,
@@ -36,6 +40,12 @@ DIGITS_POLICIES = {
     "taylorseer": lambda: TaylorSeer(interval=4, order=1),
     "learned": lambda: Learned(budget=6),
     "oracle": lambda: Oracle(budget=6),
+    "learned_blocks": lambda: Learned(budget=6, unit="block"),
+    "dbprune": lambda: DBPrune(threshold=0.1, compute_first=1, warmup_steps=0),
+    "pab": PyramidAttentionBroadcast,
+    "fora": Fora,
+    "faster_cache": FasterCache,
+    "taylorseer_modules": lambda: TaylorSeer(interval=3, order=1, unit="module"),
 }
 #: The tiny Wan: its context-parallel plan splits the sequence inside block 0's own hook; it runs CFG.
 WAN_POLICIES = {
