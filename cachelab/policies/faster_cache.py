@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from numbers import Real
 
 from .base import CachePolicy, Decision, StepContext, check_number, compute, forecast
-from .pab import OneTimestepPerStep, timestep_range, whole_call
+from .pab import OneTimestepPerStep, timestep_range
 from .registry import register_policy
 
 
@@ -39,7 +39,7 @@ class FasterCache(OneTimestepPerStep, CachePolicy):
     unit = "module"
     roles = ("attn",)
     history = 2
-    keeps_stand_ins = True  # the last two outputs, computed or extrapolated (read by cachelab.unit_forward)
+    keeps_stand_ins = True  # the last two outputs, computed or extrapolated
 
     def __post_init__(self) -> None:
         check_number("spatial_attention_block_skip_range", self.spatial_attention_block_skip_range, minimum=1,
@@ -53,8 +53,6 @@ class FasterCache(OneTimestepPerStep, CachePolicy):
             raise ValueError(f"attention_weight must be a number, got {self.attention_weight!r}")
 
     def decide(self, ctx: StepContext) -> Decision:
-        if whole_call(ctx):
-            return compute()
         low, high = self.spatial_attention_timestep_skip_range
         if not low < self.step_timestep(ctx) < high or not ctx.computed_steps:
             return compute()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .base import CachePolicy, Decision, StepContext, check_number, compute, reuse
-from .pab import whole_call
 from .registry import register_policy
 
 
@@ -30,7 +29,7 @@ class Fora(CachePolicy):
         check_number("warmup_steps", self.warmup_steps, integer=True)
 
     def decide(self, ctx: StepContext) -> Decision:
-        if whole_call(ctx) or not ctx.computed_steps:
+        if not ctx.computed_steps:
             return compute()
         after_warmup = ctx.step - self.warmup_steps
         return compute() if after_warmup < 0 or after_warmup % self.interval == 0 else reuse()

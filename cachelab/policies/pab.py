@@ -12,13 +12,6 @@ from .registry import register_policy
 ROLE_OF = {"spatial": "attn", "cross": "cross_attn"}
 
 
-def whole_call(ctx: StepContext) -> bool:
-    """Whether a module-unit policy is asked for the whole call (``ctx.role`` None): the executor of 2026-11-30
-    (``executor._block_forward``) still runs a module-unit policy's blocks through the step path, which asks the
-    policy once per call at block 0; the answer there must be compute, so that the modules decide."""
-    return ctx.role is None
-
-
 class OneTimestepPerStep:
     """For module-unit policies that read the timestep: read it from the device once per step, not once per
     module (``ctx.scheduler_timestep`` is a host sync on a GPU)."""
@@ -93,8 +86,6 @@ class PyramidAttentionBroadcast(OneTimestepPerStep, CachePolicy):
         self.roles = tuple(self._rules)
 
     def decide(self, ctx: StepContext) -> Decision:
-        if whole_call(ctx):
-            return compute()
         skip_range, (low, high) = self._rules[ctx.role]
         inside = low < self.step_timestep(ctx) < high
         if not ctx.computed_steps or ctx.step == 0 or not inside or ctx.step % skip_range == 0:

@@ -10,7 +10,6 @@ import numpy as np
 
 from .base import Decision, StepContext, check_number, compute, forecast, reuse
 from .fixed_interval import IntervalSchedule
-from .pab import whole_call
 from .registry import register_policy
 from .taylor import taylor_weights
 
@@ -63,7 +62,7 @@ class TaylorSeer(IntervalSchedule):
         return forecast(taylor_weights(ctx.computed_steps, ctx.step, self.order))
 
     def _decide_module(self, ctx: StepContext) -> Decision:
-        if whole_call(ctx) or not ctx.computed_steps:
+        if not ctx.computed_steps:
             return compute()
         if ctx.step < self.warmup_steps or (ctx.step - self.warmup_steps - 1) % self.interval == 0:
             return compute()
