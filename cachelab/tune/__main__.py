@@ -24,9 +24,9 @@ def main(cfg) -> None:
     start = time.perf_counter()
     try:
         plain, settings = split(cfg)
-        names = plan.chosen_policies(plain, settings)
-        configs = {name: plan.policy_config(name, plain) for name in names}
-        names, unfit = plan.fitting(names, configs, plain, explicit=settings.policies is not None or plain.get("policy") is not None)
+        chosen = plan.chosen_policies(plain, settings)
+        configs = {name: plan.policy_config(name, plain) for name in chosen}
+        names, unfit = plan.fitting(chosen, configs, plain, explicit=settings.policies is not None or plain.get("policy") is not None)
         validation = setting_run(plain, configs[names[0]], {})
         tuning = plan.tuning_run(plain, settings, configs[names[0]])
         plan.check_disjoint(tuning, validation)
@@ -67,8 +67,11 @@ def main(cfg) -> None:
         with cpu_threads(validation.threads):
             bench = TrialBench(tuning, out / "trials", bars)
             held_out = TrialBench(validation, out / "validation_checks", {})
-            records = [dict(policy=name, bound=False, trials=[], validated=[], use=None, skipped=why) for name, why in unfit.items()]
-            for name in names:
+            records = []
+            for name in chosen:
+                if name in unfit:
+                    records.append(dict(policy=name, bound=False, trials=[], validated=[], use=None, skipped=unfit[name]))
+                    continue
                 try:
                     records.append(tune_policy(name, configs[name], plain, settings, bench, held_out, bars, out / "validation", say))
                 except ConfigError as error:

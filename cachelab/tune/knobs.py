@@ -45,9 +45,9 @@ def knob_for(policy_name: str, uses_threshold: bool, steps: int, blocks: int) ->
     """The policy's knob (None when cachelab knows none for it)."""
     if policy_name == "dbcache":
         return Space(max_head=max(1, blocks // 4), max_tail=max(0, blocks // 6), max_warmup=steps // 4)
-    if policy_name in ("fixed_interval", "taylorseer"):
+    if policy_name in ("fixed_interval", "taylorseer", "fora"):
         return Knob("interval", tuple(range(2, max(3, steps // 2 + 1))))
-    if policy_name == "pab":
+    if policy_name in ("pab", "faster_cache"):
         return Knob("spatial_attention_block_skip_range", tuple(range(2, max(3, steps // 2 + 1))))
     if policy_name in ("learned", "oracle"):
         return Knob("budget", tuple(range(steps, 0, -1)))

@@ -89,5 +89,7 @@ def closing(tune: dict) -> str:
             missed = "" if record["validated"][record["use"]]["meets"] else " (misses the target; the safest setting tried)"
             lines.append(f"{record['policy']}{missed}: {record['command']}")
     trials = tune["tuning"]["trials_run"]
-    lines.append(f"\n{len(tune['policies'])} policies tuned in {tune['seconds']:.0f} s ({trials} trials run)")
+    skipped = sum(bool(record.get("skipped")) for record in tune["policies"])
+    left_out = f", {skipped} left out" if skipped else ""
+    lines.append(f"\n{len(tune['policies']) - skipped} policies tuned{left_out} in {tune['seconds']:.0f} s ({trials} trials run)")
     return "\n".join(lines)
