@@ -25,6 +25,10 @@ def check_policy(policy: CachePolicy, spec, blocks: list) -> None:
             raise ValueError(f"{policy!r} decides for roles {sorted(policy.roles)}; module roles are {', '.join(ROLES)}")
         if not module_sites([b for b, _ in blocks], spec.module_roles, policy.roles):
             raise ValueError(f"the {spec.family} spec names no modules of roles {sorted(policy.roles)} in its blocks")
+        if any(getattr(block.forward, "_cachelab_compiled", False) for block, _ in blocks):
+            raise ValueError(f"{policy!r} decides per module inside the blocks, which are compiled whole "
+                             "(cachelab.compile_blocks, compile=true): its decisions would break the compiled graphs "
+                             "at every module; run it on uncompiled blocks (compile=false)")
     head, tail = policy.head_blocks, policy.tail_blocks
     if head < 0 or tail < 0 or head + tail >= len(blocks):
         raise ValueError(

@@ -33,6 +33,7 @@ SETTINGS = {
     "magcache": lambda steps: {"threshold": 0.3, "max_skip_steps": 2, "retention_ratio": 0.0},
     "learned": learned_settings,
     "oracle": lambda steps: {"budget": steps // 2},
+    "dbprune": lambda steps: {"threshold": 0.5, "compute_first": 1, "warmup_steps": 1},
 }
 
 
@@ -70,10 +71,12 @@ def test_uncached_compiled_blocks_match_eager(compiled, flux):
     torch.testing.assert_close(generate(compiled), generate(flux), atol=1e-4, rtol=0)
 
 
-BUILT_IN = sorted(name for name, cls in cachelab.registered_policies().items() if cls.__module__.startswith("cachelab.policies."))
+BUILT_IN = {name: cls for name, cls in cachelab.registered_policies().items() if cls.__module__.startswith("cachelab.policies.")}
+MODULE_UNIT = sorted(name for name, cls in BUILT_IN.items() if cls.unit == "module")
+IMAGE_MODELS = sorted(name for name in BUILT_IN if name != "seacache" and name not in MODULE_UNIT)  # seacache: video only
 
 
-@pytest.mark.parametrize("name", BUILT_IN)
+@pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_every_policy_decides_as_in_eager_mode_without_recompiling_per_step(compiled, flux, name):
     before = compilations()
     run(compiled, name, steps=4)
@@ -85,6 +88,12 @@ def test_every_policy_decides_as_in_eager_mode_without_recompiling_per_step(comp
     if name != "none":
         assert not all(decisions), "the settings must make the policy skip"
     torch.testing.assert_close(image, eager_image, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", MODULE_UNIT)
+def test_module_unit_policies_are_refused_on_blocks_compiled_whole(compiled, name):
+    with pytest.raises(ValueError, match="compiled whole"):
+        cachelab.attach(compiled, cachelab.make_policy(name))
 
 
 def test_compiling_twice_or_under_a_policy_is_refused(compiled, flux):
