@@ -25,7 +25,7 @@ def rows(records: list[dict]) -> list[dict]:
 
 def table(found: list[dict], metric_name: str | None, metric_format: str) -> str:
     columns = [("", lambda r: "*" if r["winner"] else ""), ("policy", lambda r: r["policy"]),
-               ("setting", lambda r: setting_name(r["setting"])), ("PSNR dB", lambda r: f"{r['psnr']:.1f}"),
+               ("setting", lambda r: setting_name(r["setting"])), ("PSNR dB", lambda r: f"{r['psnr']:.2f}"),
                ("SSIM", lambda r: f"{r['ssim']:.4f}")]
     if metric_name:
         columns.append((metric_name, lambda r: "-" if r.get(metric_name) is None else metric_format.format(r[metric_name])))
