@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -81,14 +82,17 @@ def fitting(names: list[str], configs: dict[str, dict], plain: dict, explicit: b
     """(the policies that run on the model, {policy: why not} for the others). A policy named on the command
     line that does not fit is an error; one of the default list is left out with its reason."""
     from ..policies import registered_policies
-    from .knobs import knob_for
+    from .knobs import Space, knob_for
 
     setting_run(plain, {"name": "none"}, {})  # the run keys themselves, apart from any policy
     fit, unfit = [], {}
     for name in names:
         try:
-            if knob_for(name, registered_policies()[name].uses_threshold, steps=28, blocks=1) is None:
+            knob = knob_for(name, registered_policies()[name].uses_threshold, steps=28, blocks=1)
+            if knob is None:
                 raise ConfigError(f"policy={name} has no knob that cachelab.tune knows (a threshold, interval or budget)")
+            if isinstance(knob, Space) and importlib.util.find_spec("optuna") is None:
+                raise ConfigError(f"policy={name} has several knobs, searched with Optuna: pip install -e '.[tune]'")
             setting_run(plain, configs[name], {})
             fit.append(name)
         except ConfigError as error:
