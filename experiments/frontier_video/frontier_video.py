@@ -44,6 +44,7 @@ from cachelab.policies import (
     SeaCache,
     TaylorSeer,
     TeaCache,
+    make_policy,
 )
 from cachelab.zoo.video_data import CALL_DEFAULTS, all_video_prompts
 
@@ -116,6 +117,12 @@ def grid(pipe, ratios: list[float], quick: bool) -> list[Row]:
         ("cachelab", "taylorseer order 1", "interval", TaylorSeer, (3, 5)),
         ("cachelab", "seacache", "threshold", SeaCache, (0.2, 0.5)),
         ("cachelab", "learned", "budget", Learned, (4, 6, 8, 10)),
+        ("cachelab", "pab", "spatial skip", lambda k: make_policy("pab", spatial_attention_block_skip_range=k), (2,)),
+        ("cachelab", "faster_cache", "spatial skip",
+         lambda k: make_policy("faster_cache", spatial_attention_block_skip_range=k), (2,)),
+        ("cachelab", "fora", "interval", lambda i: make_policy("fora", interval=i), (2, 3)),
+        ("cachelab", "dbprune F1B0 W0", "threshold",
+         lambda t: make_policy("dbprune", threshold=t, compute_first=1, compute_last=0, warmup_steps=0), (0.08,)),
         ("cachelab", "oracle fitted history 2", "budget", functools.partial(Oracle, forecast="fitted", history=2),
          (6, 8)),
         ("diffusers", "FirstBlockCache", "threshold", FirstBlockCacheConfig, (0.05, 0.1, 0.2)),
