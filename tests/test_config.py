@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from test_runner_fixtures import composed
 
-from cachelab import config
+from cachelab import config, zoo
 from cachelab.config import ConfigError, config_dir
 from cachelab.policies import registered_policies
 
@@ -32,7 +32,7 @@ def test_every_model_config_validates(model):
     assert run.model.name == model
     assert run.steps == run.model.steps >= 2
     assert run.height % run.model.size_multiple == 0 and run.width % run.model.size_multiple == 0
-    assert run.model.hub_id or model == "digits"
+    assert run.model.hub_id or model in zoo.MODELS
 
 
 @pytest.mark.parametrize("policy", options("policy"))

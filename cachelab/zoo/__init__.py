@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from cachelab.zoo.classifier import classify_digits, digit_accuracy, digit_accur
 from cachelab.zoo.data import CALL_DEFAULTS, DIGIT_PROMPT, prompts_for
 
 _ROOT = Path(__file__).parent
-MODELS = ("digits",)
+MODELS = ("digits", "video_digits")
 
 __all__ = [
     "CALL_DEFAULTS", "DIGIT_PROMPT", "MODELS", "CheckpointError", "check_checkpoint", "classify_digits",
@@ -42,24 +43,36 @@ def _resolve(name_or_dir: str | os.PathLike) -> Path:
     return path(name_or_dir)  # raises, listing the names
 
 
+def _pipeline_class(root: Path):
+    """The zoo's subclass (call defaults that fit the model) of the pipeline class model_index.json names."""
+    if json.loads((root / "model_index.json").read_text())["_class_name"] == "WanPipeline":
+        from cachelab.zoo.video_model import VideoDigitsWanPipeline
+
+        return VideoDigitsWanPipeline
+    from cachelab.zoo.digits_model import DigitsFluxPipeline
+
+    return DigitsFluxPipeline
+
+
 def load_pipeline(name: str | os.PathLike = "digits", torch_dtype=None, calibrated: bool = True):
-    """Load a zoo model (or a copy of one, given its directory) offline as a FluxPipeline.
+    """Load a zoo model (or a copy of one, given its directory) offline.
 
     The result is a `DigitsFluxPipeline`, a FluxPipeline subclass whose call defaults are CALL_DEFAULTS,
-    so `pipe(prompt)` produces 32x32 images with the prompt length the model was trained on. With
+    so `pipe(prompt)` produces 32x32 images with the prompt length the model was trained on; for
+    `video_digits` a `VideoDigitsWanPipeline` (9 frames of 32x32, `cachelab.zoo.video_data.CALL_DEFAULTS`). With
     `calibrated`, TeaCache and MagCache use the numbers measured on this model (`calibration.json`)
     instead of the published FLUX.1-dev ones.
     """
-    from cachelab.zoo.digits_model import DigitsFluxPipeline  # imports diffusers: only when a model loads
-
     root = _resolve(name)
     check_checkpoint(root)
+    pipeline_class = _pipeline_class(root)  # imports diffusers: only when a model loads
     try:
-        pipe = from_pretrained(DigitsFluxPipeline, root, torch_dtype or torch.float32, local_files_only=True,
+        pipe = from_pretrained(pipeline_class, root, torch_dtype or torch.float32, local_files_only=True,
                                low_cpu_mem_usage=False)
     except Exception as err:
         raise CheckpointError(f"failed to load the checkpoint in {root}: {err}") from err
-    pipe.default_sample_size = CALL_DEFAULTS["height"] // pipe.vae_scale_factor
+    if hasattr(pipe, "default_sample_size"):
+        pipe.default_sample_size = CALL_DEFAULTS["height"] // pipe.vae_scale_factor
     if calibrated:
         use_calibration_file(pipe.transformer, root)
     return pipe
