@@ -44,12 +44,6 @@ def group_of(transformer: torch.nn.Module):
     return mesh.get_group()
 
 
-def world_rank() -> int:
-    """This process's rank in the default group (0 without torch.distributed)."""
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 class Reduction:
     """Sums and decisions over the ranks of one process group, identical bytes on every rank."""
 

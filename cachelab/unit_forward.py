@@ -38,8 +38,8 @@ def module_forward(executor, call, site: ModuleSite, original, args, kwargs):
     (Flux's ``ff`` and ``ff_context``) share one decision."""
     kept = call.branch.kept_for(site.key)
     decision = call.unit_decisions.get(site.unit)
-    if decision is None:
-        decision = call.unit_decisions[site.unit] = executor.decide_unit(call, site.unit, kept, {}, site.block, site.role)
+    if decision is None:  # the role's first module in this block; decide_unit records the decision for the others
+        decision = executor.decide_unit(call, site.unit, kept, {}, site.block, site.role)
     if not decision.compute:
         call.skipped.append(site.key)
         output = kept.stand_in(decision.weights, site.key)
