@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import launch
 from .config import ConfigError, config_dir, validate
+from .config_argument import expand_config_argument
 from .notices import silence_notices
 from .tracking.provenance import provenance
 from .tracking.results import differing_keys, finished_config, save_job
@@ -96,5 +97,11 @@ def _follow_rank_zero(run, sweep: bool) -> None:
 
 
 if __name__ == "__main__":
+    try:
+        sys.argv[1:] = expand_config_argument(sys.argv[1:])
+    except ConfigError as error:
+        if launch.is_writer():
+            print(f"cachelab: error: {error}", file=sys.stderr)
+        sys.exit(2)
     sys.argv.extend(launch.hydra_overrides_for_other_ranks(sys.argv[1:]))
     main()

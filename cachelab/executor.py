@@ -21,6 +21,7 @@ import torch
 from . import parallel, step_forward
 from .calibration import measured, numbers_for
 from .clock import Clock
+from .guidance import Guidance
 from .models.specs import Arguments, blocks_of, spec_for
 from .policies.base import CALL_SIGNALS, CachePolicy, Decision, StepContext, compute
 from .policy_checks import check_policy
@@ -49,7 +50,7 @@ class StepLoopExecutor:
     """
 
     def __init__(self, transformer: torch.nn.Module, policy: CachePolicy, scheduler=None, num_steps: int | None = None,
-                 synchronize: bool = False, cfg_decisions: str = "separate"):
+                 synchronize: bool = False, cfg_decisions: str = "separate", pipeline=None):
         if not isinstance(policy, CachePolicy):
             raise TypeError(
                 f"policy must be a CachePolicy instance such as FirstBlockCache(threshold=0.2), got {policy!r}"
@@ -58,6 +59,7 @@ class StepLoopExecutor:
             raise ValueError(f"cfg_decisions must be {' or '.join(map(repr, CFG_DECISIONS))}, got {cfg_decisions!r}")
         self.cfg_decisions = cfg_decisions
         self.transformer, self.scheduler, self.num_steps = transformer, scheduler, num_steps
+        self.pipeline = pipeline  # read for whether it runs CFG in one batch (FasterCache's CFG part)
         self.synchronize = synchronize
         self.spec = spec_for(transformer)
         self.policy = policy.for_model(numbers_for(policy, self.spec.family, measured(transformer)), self.spec.family)
@@ -75,6 +77,8 @@ class StepLoopExecutor:
         self._patches = Patches()
         self.reduction: parallel.Reduction | None = None  # under context parallelism: the ranks' sums and decisions
         self.rehearsal: dict[str, list[torch.Tensor]] | None = None
+        part = self.policy.uncond_from_cond()
+        self.guidance = None if part is None else Guidance(self, part)
 
     # -- wiring -------------------------------------------------------------------------------
 
@@ -101,6 +105,8 @@ class StepLoopExecutor:
         self._branches = {}
         self._leaders = {}
         self.clock.reset()
+        if self.guidance is not None:
+            self.guidance.reset()
 
     def _reduction(self) -> parallel.Reduction | None:
         """The context-parallel group's reduction, found at every call: parallelism may be enabled after attach."""
@@ -113,7 +119,9 @@ class StepLoopExecutor:
 
     def timed(self, key: str, whole=lambda: True) -> timed:
         """Time a unit's work into ``costs`` (its first few computed calls only, where ``whole()``)."""
-        return timed(self.costs, key, lambda: synchronize_device(self.transformer) if self.synchronize else None, whole)
+        call = self._call  # a call on half of a batched CFG batch is not a unit's whole cost
+        return timed(self.costs, key, lambda: synchronize_device(self.transformer) if self.synchronize else None,
+                     lambda: whole() and (call is None or call.batch_share == 1))
 
     # -- wrappers -----------------------------------------------------------------------------
 
@@ -152,7 +160,7 @@ class StepLoopExecutor:
             synchronize_device(self.transformer)
         start = time.perf_counter()
         try:
-            result = original(*args, **kwargs)
+            result = original(*args, **kwargs) if self.guidance is None else self.guidance.run(call, original, args, kwargs)
             if self.synchronize:
                 synchronize_device(self.transformer)
         finally:
@@ -169,19 +177,20 @@ class StepLoopExecutor:
         if self.policy.unit == "step":
             decision = call.decision or compute()
             return StepRecord(call.context.step, call.context.branch, decision.compute, decision.signal, seconds, timestep,
-                              skipped_units=skipped)
+                              skipped_units=skipped, batch_share=call.batch_share)
         units = tuple((unit, decision.compute) for unit, decision in call.unit_decisions.items())
         return StepRecord(call.context.step, call.context.branch, not skipped, None, seconds, timestep,
-                          unit=self.policy.unit, units=units, skipped_units=skipped)
+                          unit=self.policy.unit, units=units, skipped_units=skipped, batch_share=call.batch_share)
 
     def _update_work(self) -> None:
         """Every record's share of block work from the unit costs measured so far (they settle after a few calls)."""
         if self._work_version != self.costs.version:
             for record in self.trace:
-                record.work = self.costs.work(len(self.blocks), record.skipped_units)
+                record.work = record.batch_share * self.costs.work(len(self.blocks), record.skipped_units)
             self._work_version = self.costs.version
         else:
-            self.trace[-1].work = self.costs.work(len(self.blocks), self.trace[-1].skipped_units)
+            record = self.trace[-1]
+            record.work = record.batch_share * self.costs.work(len(self.blocks), record.skipped_units)
 
     def _decision_to_follow(self, branch: str, step: int, unit: str = "step") -> Decision | None:
         if self.cfg_decisions == "separate":
@@ -292,7 +301,8 @@ def attach(
         raise RuntimeError(
             f"{type(transformer).__name__} has a diffusers cache enabled; call transformer.disable_cache() first"
         )
-    executor = StepLoopExecutor(transformer, policy, scheduler, num_steps, synchronize, cfg_decisions).install()
+    pipeline = target if target is not transformer else None
+    executor = StepLoopExecutor(transformer, policy, scheduler, num_steps, synchronize, cfg_decisions, pipeline).install()
     transformer.__dict__[_ATTRIBUTE] = executor
     return executor
 

@@ -32,6 +32,7 @@ class StepRecord:
     work: float = 1.0
     units: tuple[tuple[str, bool], ...] = field(default=(), repr=False)
     skipped_units: tuple[str, ...] = field(default=(), repr=False)
+    batch_share: float = field(default=1.0, repr=False)  # 0.5: a batched CFG call run on its cond half only
 
     @property
     def timestep(self) -> float | None:
@@ -72,3 +73,5 @@ class Call:
     following: Decision | None = None  # the step's leading branch's decision, under shared CFG decisions
     unit_decisions: dict[str, Decision] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # cost keys of the blocks and modules stood in for
+    batch_share: float = 1.0  # the share of the batch that runs (FasterCache's CFG part: 0.5, the cond half)
+    keeps_cond_half: bool = False  # a batched CFG call whose kept module outputs are the cond half's

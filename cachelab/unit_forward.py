@@ -4,6 +4,7 @@ ask the policy for the unit, then compute it and keep its output, or stand in fo
 from __future__ import annotations
 
 from .models.specs import Arguments
+from .guidance import cond_halves
 from .units import ModuleSite, block_unit
 
 
@@ -49,5 +50,5 @@ def module_forward(executor, call, site: ModuleSite, original, args, kwargs):
     with executor.timed(site.key):
         result = original(*args, **kwargs)
     if executor.policy.caches:
-        kept.keep(result, call.context.step)
+        kept.keep(cond_halves(result) if call.keeps_cond_half else result, call.context.step)
     return result

@@ -39,6 +39,11 @@ def wan():
 
 
 @pytest.fixture(scope="session")
+def cogvideox():
+    return _quiet(tiny.cogvideox_pipeline())
+
+
+@pytest.fixture(scope="session")
 def digits():
     from cachelab import zoo
 

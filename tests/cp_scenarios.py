@@ -51,6 +51,7 @@ DIGITS_POLICIES = {
 WAN_POLICIES = {
     "first_block": lambda: FirstBlockCache(threshold=0.4),
     "teacache": lambda: TeaCache(threshold=0.3, coefficients=[1.0, 0.0]),
+    "faster_cache_cfg": lambda: FasterCache(unconditional_batch_skip_range=3, unconditional_batch_timestep_skip_range=(-1, 1000)),
 }
 
 

@@ -1,6 +1,6 @@
 """The module-unit policies (PAB, TaylorSeer's module form, FasterCache, FORA) against the installed peers
 (diffusers' hooks) on the same pipeline and seed: the same decisions for every attention module at every step,
-and images within float tolerance of the peer's. On the digits model and on a tiny Wan."""
+and images within float tolerance of the peer's. On the digits model and on a tiny Wan (FasterCache's CFG part: on a tiny CogVideoX, whose pipeline batches CFG)."""
 
 import pytest
 import torch
@@ -122,6 +122,75 @@ def test_pab_keeps_the_cfg_branches_apart(wan):
         cachelab.detach(wan)
     for branch in ("cond", "uncond"):
         assert [dict(r.units) for r in executor.trace if r.branch == branch] == alone
+
+
+# -- FasterCache, CFG part ---------------------------------------------------------------------------------------
+
+FASTER_CFG = [
+    {},  # the defaults: uncond every 5th step below timestep 641, attention every 2nd below 681
+    {"unconditional_batch_skip_range": 3, "unconditional_batch_timestep_skip_range": (-1, 900),
+     "spatial_attention_block_skip_range": 3, "alpha_low_frequency": 1.3, "alpha_high_frequency": 0.8,
+     "low_frequency_weight_update_timestep_range": (300, 950)},
+]
+
+
+def batch_sizes(pipe, run):
+    """The batch of the first block's input at each transformer call of ``run()``, and run()'s result."""
+    sizes = []
+    first = blocks_of(pipe.transformer, spec_for(pipe.transformer))[0][0]
+    handle = first.register_forward_pre_hook(lambda _, args, kwargs: sizes.append(
+        (args[0] if args else kwargs["hidden_states"]).shape[0]), with_kwargs=True)
+    try:
+        return sizes, run()
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("settings", FASTER_CFG)
+def test_faster_cache_with_batched_cfg_matches_diffusers_on_cogvideox(cogvideox, settings):
+    weight = settings.get("attention_weight", 0.5)
+    config = FasterCacheConfig(**settings, tensor_format="BFCHW", attention_weight_callback=lambda _: weight,
+                               current_timestep_callback=timestep_callback(cogvideox))
+    peer_sizes, (expected, reference) = batch_sizes(cogvideox, lambda: peer_run(cogvideox, config, steps=12))
+    executor = cachelab.attach(cogvideox, FasterCache(**settings))
+    try:
+        sizes, image = batch_sizes(cogvideox, lambda: generate(cogvideox, steps=12))
+    finally:
+        cachelab.detach(cogvideox)
+    assert sizes == peer_sizes and 1 in sizes and 2 in sizes  # the uncond half skipped at the same steps
+    assert [dict(record.units) for record in executor.trace] == expected and skipped(expected) > 0
+    assert [record.batch_share for record in executor.trace] == [size / 2 for size in sizes]
+    assert (image - reference).abs().max().item() <= 1e-5
+
+
+def test_faster_cache_builds_separate_uncond_calls_from_the_cond_call(wan):
+    """Wan runs CFG in two calls per step. With the negative prompt equal to the prompt the two branches agree,
+    so the built uncond outputs are exact: the image equals the uncached one while most uncond calls are not run."""
+    settings = dict(unconditional_batch_skip_range=4, unconditional_batch_timestep_skip_range=(-1, 1000),
+                    spatial_attention_timestep_skip_range=(-1, 0))  # the attention part never skips
+    reference = generate(wan, steps=10, negative_prompt="a photo of a cat")
+    executor = cachelab.attach(wan, FasterCache(**settings))
+    try:
+        image = generate(wan, steps=10, negative_prompt="a photo of a cat")
+        uncond = [record.computed for record in executor.trace if record.branch == "uncond"]
+        different = generate(wan, steps=10, negative_prompt="a red dog")
+    finally:
+        cachelab.detach(wan)
+    assert uncond == [step % 4 == 0 for step in range(10)]
+    assert all(record.work == 0 for record in executor.trace if record.branch == "uncond" and not record.computed)
+    assert (image - reference).abs().max().item() <= 1e-5
+    uncached = generate(wan, steps=10, negative_prompt="a red dog")
+    assert 0 < (different - uncached).abs().max().item() < 0.5
+
+
+def test_faster_cache_cfg_part_needs_image_shaped_outputs(flux):
+    cachelab.attach(flux, FasterCache())
+    try:
+        with pytest.raises(ValueError, match="returns packed tokens; pass is_guidance_distilled=True"):
+            generate(flux, steps=4, true_cfg_scale=2.0, negative_prompt="a red dog")
+        generate(flux, steps=4)  # without CFG it is the attention part alone
+    finally:
+        cachelab.detach(flux)
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -262,11 +331,83 @@ def test_faster_cache_matches_diffusers_on_wan_with_one_call_per_step(wan):
     assert (image - reference).abs().max().item() <= 1e-5
 
 
+# -- FasterCache, CFG part ---------------------------------------------------------------------------------------
+
+FASTER_CFG = [
+    {},  # the defaults: uncond every 5th step below timestep 641, attention every 2nd below 681
+    {"unconditional_batch_skip_range": 3, "unconditional_batch_timestep_skip_range": (-1, 900),
+     "spatial_attention_block_skip_range": 3, "alpha_low_frequency": 1.3, "alpha_high_frequency": 0.8,
+     "low_frequency_weight_update_timestep_range": (300, 950)},
+]
+
+
+def batch_sizes(pipe, run):
+    """The batch of the first block's input at each transformer call of ``run()``, and run()'s result."""
+    sizes = []
+    first = blocks_of(pipe.transformer, spec_for(pipe.transformer))[0][0]
+    handle = first.register_forward_pre_hook(lambda _, args, kwargs: sizes.append(
+        (args[0] if args else kwargs["hidden_states"]).shape[0]), with_kwargs=True)
+    try:
+        return sizes, run()
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("settings", FASTER_CFG)
+def test_faster_cache_with_batched_cfg_matches_diffusers_on_cogvideox(cogvideox, settings):
+    weight = settings.get("attention_weight", 0.5)
+    config = FasterCacheConfig(**settings, tensor_format="BFCHW", attention_weight_callback=lambda _: weight,
+                               current_timestep_callback=timestep_callback(cogvideox))
+    peer_sizes, (expected, reference) = batch_sizes(cogvideox, lambda: peer_run(cogvideox, config, steps=12))
+    executor = cachelab.attach(cogvideox, FasterCache(**settings))
+    try:
+        sizes, image = batch_sizes(cogvideox, lambda: generate(cogvideox, steps=12))
+    finally:
+        cachelab.detach(cogvideox)
+    assert sizes == peer_sizes and 1 in sizes and 2 in sizes  # the uncond half skipped at the same steps
+    assert [dict(record.units) for record in executor.trace] == expected and skipped(expected) > 0
+    assert [record.batch_share for record in executor.trace] == [size / 2 for size in sizes]
+    assert (image - reference).abs().max().item() <= 1e-5
+
+
+def test_faster_cache_builds_separate_uncond_calls_from_the_cond_call(wan):
+    """Wan runs CFG in two calls per step. With the negative prompt equal to the prompt the two branches agree,
+    so the built uncond outputs are exact: the image equals the uncached one while most uncond calls are not run."""
+    settings = dict(unconditional_batch_skip_range=4, unconditional_batch_timestep_skip_range=(-1, 1000),
+                    spatial_attention_timestep_skip_range=(-1, 0))  # the attention part never skips
+    reference = generate(wan, steps=10, negative_prompt="a photo of a cat")
+    executor = cachelab.attach(wan, FasterCache(**settings))
+    try:
+        image = generate(wan, steps=10, negative_prompt="a photo of a cat")
+        uncond = [record.computed for record in executor.trace if record.branch == "uncond"]
+        different = generate(wan, steps=10, negative_prompt="a red dog")
+    finally:
+        cachelab.detach(wan)
+    assert uncond == [step % 4 == 0 for step in range(10)]
+    assert all(record.work == 0 for record in executor.trace if record.branch == "uncond" and not record.computed)
+    assert (image - reference).abs().max().item() <= 1e-5
+    uncached = generate(wan, steps=10, negative_prompt="a red dog")
+    assert 0 < (different - uncached).abs().max().item() < 0.5
+
+
+def test_faster_cache_cfg_part_needs_image_shaped_outputs(flux):
+    cachelab.attach(flux, FasterCache())
+    try:
+        with pytest.raises(ValueError, match="returns packed tokens; pass is_guidance_distilled=True"):
+            generate(flux, steps=4, true_cfg_scale=2.0, negative_prompt="a red dog")
+        generate(flux, steps=4)  # without CFG it is the attention part alone
+    finally:
+        cachelab.detach(flux)
+
+
 @pytest.mark.parametrize("settings, message", [
     ({"spatial_attention_block_skip_range": 0}, "spatial_attention_block_skip_range must be an integer >= 1"),
     ({"temporal_attention_block_skip_range": 0}, "temporal_attention_block_skip_range must be an integer >= 1"),
     ({"spatial_attention_timestep_skip_range": (681, -1)}, "must have low < high"),
     ({"attention_weight": "half"}, "attention_weight must be a number"),
+    ({"unconditional_batch_skip_range": 0}, "unconditional_batch_skip_range must be an integer >= 1"),
+    ({"alpha_low_frequency": None}, "alpha_low_frequency must be a number"),
+    ({"is_guidance_distilled": "yes"}, "is_guidance_distilled must be true or false"),
 ])
 def test_faster_cache_refuses_bad_settings(settings, message):
     with pytest.raises(ValueError, match=message):

@@ -3,6 +3,7 @@ bad input; and the two rough edges of `python -m cachelab` fixed with it (W&B's 
 
 import json
 import math
+import shlex
 
 import pytest
 from test_runner_fixtures import REPO, run_cli
@@ -96,7 +97,8 @@ def test_the_written_config_reproduces_the_validated_numbers(tuned, tmp_path):
     _, _, tune = tuned
     (record,) = tune["policies"]
     row = record["validated"][record["use"]]
-    arguments = record["command"].split()[3:]  # python -m cachelab <the documented arguments>
+    arguments = shlex.split(record["command"])[3:]  # python -m cachelab config=<file>
+    assert len(arguments) == 1 and arguments[0].startswith("config=")
     done = run_cli([*arguments, f"hydra.run.dir={tmp_path}/again"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((tmp_path / "again" / "result.json").read_text())
@@ -112,6 +114,17 @@ def test_a_resumed_tune_reuses_finished_trials_and_validations(tuned):
     assert done.returncode == 0, done.stderr[-3000:]
     again = json.loads((tmp_path / "out" / "tune.json").read_text())
     assert again["tuning"]["trials_run"] == 0 and again["rows"] == tune["rows"]
+
+
+@pytest.mark.parametrize("argument, message", [
+    ("config=missing.yaml", "cachelab: error: config=missing.yaml: no such file"),
+    ("config=setting.txt", "cachelab: error: config=setting.txt: config= takes a .yaml file"),
+])
+def test_a_bad_config_argument_is_one_line(tmp_path, argument, message):
+    (tmp_path / "setting.txt").write_text("threshold: 0.1\n")
+    done = run_cli([argument], cwd=tmp_path, timeout=60)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert done.stderr.startswith(message), done.stderr
 
 
 def test_a_policy_too_big_for_the_model_is_one_line(tmp_path):

@@ -5,7 +5,11 @@ from __future__ import annotations
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderKLCogVideoX,
     AutoencoderKLWan,
+    CogVideoXDDIMScheduler,
+    CogVideoXPipeline,
+    CogVideoXTransformer3DModel,
     CogView4Pipeline,
     CogView4Transformer2DModel,
     FlowMatchEulerDiscreteScheduler,
@@ -132,6 +136,22 @@ def wan_pipeline() -> WanPipeline:
                        FlowMatchEulerDiscreteScheduler(shift=7.0), transformer.eval())
 
 
+def cogvideox_pipeline() -> CogVideoXPipeline:
+    """CFG in one batched call per step ([uncond; cond]), as diffusers' CogVideoX pipeline runs it."""
+    torch.manual_seed(0)
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, time_embed_dim=8, text_embed_dim=32,
+        num_layers=3, sample_width=8, sample_height=8, sample_frames=5, patch_size=2, temporal_compression_ratio=4,
+        max_text_seq_length=16,
+    )
+    torch.manual_seed(4)
+    video_vae = AutoencoderKLCogVideoX(
+        down_block_types=("CogVideoXDownBlock3D",) * 2, up_block_types=("CogVideoXUpBlock3D",) * 2,
+        block_out_channels=(8, 8), latent_channels=4, layers_per_block=1, norm_num_groups=2, temporal_compression_ratio=4,
+    ).eval()
+    return CogVideoXPipeline(t5_tokenizer(), t5_encoder(), video_vae, transformer.eval(), CogVideoXDDIMScheduler())
+
+
 def generate(pipe, seed: int = 0, steps: int = 6, **kwargs):
     """One small generation as a float tensor, whatever the pipeline."""
     generator = torch.Generator().manual_seed(seed)
@@ -139,6 +159,9 @@ def generate(pipe, seed: int = 0, steps: int = 6, **kwargs):
     if isinstance(pipe, WanPipeline):
         common.update(height=16, width=16, num_frames=5, max_sequence_length=16)
         return pipe("a photo of a cat", **common, **kwargs).frames
+    if isinstance(pipe, CogVideoXPipeline):
+        common.update(height=16, width=16, num_frames=5, max_sequence_length=16)
+        return pipe("a photo of a cat", negative_prompt="a red dog", **common, **kwargs).frames
     if isinstance(pipe, StableDiffusion3Pipeline):
         common.update(max_sequence_length=16)
     elif isinstance(pipe, FluxPipeline):

@@ -64,6 +64,9 @@ class ModelSpec:
     module_roles: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
     #: The scheduler's timestep = the transformer's timestep argument x this (Flux pipelines pass t / 1000).
     timestep_scale: float = 1.0
+    #: The transformer's output is a latent image or video whose last two dims are height and width (not packed
+    #: tokens): FasterCache's CFG part splits it into 2-D frequency bands.
+    image_outputs: bool = False
     notes: str = field(default="", compare=False)
 
 
@@ -154,6 +157,7 @@ for _spec in (
         {"CogView4TransformerBlock": HIDDEN_FIRST},
         cogview4_input,
         module_roles={"CogView4TransformerBlock": SELF_FF},
+        image_outputs=True,
     ),
     ModelSpec(
         "sd3",
@@ -162,6 +166,7 @@ for _spec in (
         {"JointTransformerBlock": ENCODER_FIRST},
         adaln_zero_input,
         module_roles={"JointTransformerBlock": JOINT},
+        image_outputs=True,
     ),
     ModelSpec(
         "wan",
@@ -170,6 +175,7 @@ for _spec in (
         {"WanTransformerBlock": IMAGE_ONLY},
         timestep_embedding_input,
         module_roles={"WanTransformerBlock": {"attn": ("attn1",), "cross_attn": ("attn2",), "ff": ("ffn",)}},
+        image_outputs=True,
     ),
     ModelSpec(
         "hunyuan_video",
@@ -184,6 +190,7 @@ for _spec in (
         adaln_zero_input,
         module_roles={"HunyuanVideoTransformerBlock": JOINT, "HunyuanVideoTokenReplaceTransformerBlock": JOINT,
                       "HunyuanVideoSingleTransformerBlock": SINGLE, "HunyuanVideoTokenReplaceSingleTransformerBlock": SINGLE},
+        image_outputs=True,
     ),
     ModelSpec(
         "ltx_video",
@@ -200,6 +207,7 @@ for _spec in (
         {"CogVideoXBlock": HIDDEN_FIRST},
         timestep_embedding_input,
         module_roles={"CogVideoXBlock": SELF_FF},
+        image_outputs=True,
     ),
     ModelSpec(
         "qwen_image",

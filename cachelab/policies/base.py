@@ -48,6 +48,9 @@ class StepContext:
     role: str | None = None  # the module role of a module unit (``cachelab.units.ROLES``)
     num_blocks: int | None = None
     timestep_scale: float = 1.0  # the model spec's: scheduler timestep / the transformer's timestep argument
+    #: With CFG and a policy whose ``uncond_from_cond`` is set: whether this step's unconditional output is built
+    #: from the conditional one instead of computed (``None``: no CFG seen).
+    uncond_built: bool | None = None
 
     @property
     def timestep(self) -> float | None:
@@ -103,6 +106,26 @@ def reuse(signal: float | None = None) -> Decision:
 def forecast(weights, signal: float | None = None) -> Decision:
     """Skip the blocks and apply ``sum(w * residual)`` over the kept residuals, newest first."""
     return Decision(False, signal, tuple(float(w) for w in weights))
+
+
+@dataclass(frozen=True)
+class UncondFromCond:
+    """When the unconditional output is built from the conditional one, and the bands' weights."""
+
+    skip_range: int  # the uncond pass runs every skip_range steps (and at the first)
+    timestep_skip_range: tuple[float, float]  # only while the scheduler's timestep lies strictly inside
+    low_weight_range: tuple[float, float]  # the low band's weight is alpha_low strictly inside, else 1
+    high_weight_range: tuple[float, float]
+    alpha_low: float
+    alpha_high: float
+
+    def skips(self, step: int, timestep: float) -> bool:
+        low, high = self.timestep_skip_range
+        return step > 0 and low < timestep < high and step % self.skip_range != 0
+
+    def weights(self, timestep: float) -> tuple[float, float]:
+        inside = [low < timestep < high for low, high in (self.low_weight_range, self.high_weight_range)]
+        return (self.alpha_low if inside[0] else 1.0), (self.alpha_high if inside[1] else 1.0)
 
 
 #: Field metadata for a dataclass policy's constructor argument that ``params()`` leaves out of records.
@@ -191,6 +214,11 @@ class CachePolicy(abc.ABC):
     @abc.abstractmethod
     def decide(self, ctx: StepContext) -> Decision:
         """Answer for one transformer call."""
+
+    def uncond_from_cond(self):
+        """Where the pipeline runs CFG: an ``UncondFromCond`` saying at which steps the executor
+        builds the unconditional output from the conditional one instead of computing it; ``None``: never."""
+        return None
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.params().items())

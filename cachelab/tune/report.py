@@ -3,6 +3,7 @@ that runs it, and tune.json."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -47,7 +48,7 @@ def write_config(directory: Path, record: dict, config: dict, origin: str) -> st
     row = record["validated"][record["use"]]
     name = record["policy"]
     directory.mkdir(parents=True, exist_ok=True)
-    command = f"python -m cachelab --config-dir {directory.resolve()} --config-name {name}"
+    command = f"python -m cachelab config={shlex.quote(str((directory / f'{name}.yaml').resolve()))}"
     verdict = "meets" if row["meets"] else "MISSES"
     header = [
         f"# {name} {setting_name(row['setting'])}, tuned by: {origin}",
