@@ -17,6 +17,7 @@ class Clock:
         self.has_scheduler = has_scheduler
         self.new_generation = new_generation
         self.context_name: str | None = None
+        self.loop: dict = {}  # what the pipeline's cache_context said besides the name (step_index, sigma)
         self.reset()
 
     def reset(self) -> None:

@@ -135,15 +135,15 @@ class StepLoopExecutor:
 
     @contextlib.contextmanager
     def _cache_context(self, original, name: str, *args, **kwargs):
-        self.clock.context_name = name
+        self.clock.context_name, self.clock.loop = name, kwargs
         try:
             with original(name, *args, **kwargs):
                 yield
         finally:
-            self.clock.context_name = None
+            self.clock.context_name, self.clock.loop = None, {}
 
     def _transformer_forward(self, original, *args, **kwargs):
-        arguments = Arguments(self.transformer, args, kwargs)
+        arguments = Arguments(self.transformer, args, kwargs, self.clock.loop)
         timestep = arguments[self.spec.timestep_argument]
         name = self.clock.branch(timestep)
         branch = self._branches.get(name)
@@ -151,7 +151,8 @@ class StepLoopExecutor:
             branch = self._branches[name] = Branch(copy.deepcopy(self.policy), self.policy.history)
             branch.policy.reset()
         context = StepContext(branch.step, self._steps_in_generation(), name, timestep, computed_steps=tuple(branch.computed_steps),
-                              num_blocks=len(self.blocks), timestep_scale=self.spec.timestep_scale)
+                              num_blocks=len(self.blocks), timestep_scale=self.spec.timestep_scale,
+                              sigma=self.clock.loop.get("sigma"))
         call = self._call = Call(branch, context, following=self._decision_to_follow(name, branch.step))
         if call.following is None:
             for signal in set(self.policy.signals) & set(CALL_SIGNALS):

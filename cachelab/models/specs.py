@@ -90,9 +90,12 @@ def blocks_of(transformer: torch.nn.Module, spec: ModelSpec) -> list[tuple[torch
 class Arguments:
     """Read a module call's arguments by parameter name, whether passed by position or keyword."""
 
-    def __init__(self, module: torch.nn.Module, args: tuple, kwargs: dict):
+    def __init__(self, module: torch.nn.Module, args: tuple, kwargs: dict, loop: dict | None = None):
         self.names = parameter_names(type(module))
         self.args, self.kwargs = args, kwargs
+        #: Where the pipeline's denoising loop is, as its ``cache_context`` said (Wan: step_index, sigma,
+        #: num_inference_steps); empty where it said nothing.
+        self.loop = loop or {}
 
     def __getitem__(self, name: str):
         if name in self.kwargs:

@@ -51,6 +51,8 @@ class StepContext:
     #: With CFG and a policy whose ``uncond_from_cond`` is set: whether this step's unconditional output is built
     #: from the conditional one instead of computed (``None``: no CFG seen).
     uncond_built: bool | None = None
+    #: The scheduler's sigma at this step, where the pipeline says it (Wan's ``cache_context``); else ``None``.
+    sigma: float | None = None
 
     @property
     def timestep(self) -> float | None:

@@ -46,16 +46,18 @@ def sea_filter(latents: torch.Tensor, sigma: float, power_exp: float) -> torch.T
 
 
 def sea_indicator_of(transformer, arguments, power_exp: float = VIDEO_POWER_EXP) -> torch.Tensor:
-    """The SEA indicator of a Wan transformer call: its ``hidden_states`` latents filtered at the sigma its
-    ``timestep`` encodes (timestep / 1000). diffusers reads the scheduler's sigma from the pipeline's cache
-    context instead; the two agree wherever the scheduler passes sigma * 1000 as the timestep
-    (FlowMatchEulerDiscreteScheduler) and differ by less than 1e-3 where it rounds the timestep (UniPC)."""
+    """The SEA indicator of a Wan transformer call: its ``hidden_states`` latents filtered at the scheduler's sigma,
+    as the pipeline's ``cache_context`` says it (diffusers' SeaCache reads the same); where the pipeline does not
+    say it, at the sigma the ``timestep`` encodes (timestep / 1000: exact for FlowMatchEulerDiscreteScheduler,
+    rounded where the scheduler rounds its timesteps, as UniPC does)."""
     latents, timestep = arguments["hidden_states"], arguments["timestep"]
     if not isinstance(latents, torch.Tensor) or latents.ndim != 5:
         shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
         raise ValueError(f"sea_indicator needs video latents (B, C, T, H, W) as hidden_states, as Wan's "
                          f"transformer takes; got {shape}")
-    sigma = float(torch.as_tensor(timestep).flatten()[0]) / TIMESTEP_SCALE
+    sigma = arguments.loop.get("sigma")
+    if sigma is None:
+        sigma = float(torch.as_tensor(timestep).flatten()[0]) / TIMESTEP_SCALE
     return sea_filter(latents.detach(), sigma, power_exp)
 
 
