@@ -130,6 +130,19 @@ def test_job_files_and_sweep_summary(tmp_path):
     assert ",28,0.55,1.7,2.0,,,0.98,1.0,0.9," in summary[1]  # the infinite PSNR is an empty cell
 
 
+def test_a_metric_of_several_numbers_has_a_summary_column_each(tmp_path):
+    metric = dict(name="video_accuracy", format="digit {0[digit]:.0%}, motion {0[motion]:.0%}")
+    result = dict(RESULT, metric=metric, video_accuracy=dict(digit=0.75, motion=1.0),
+                  reference_video_accuracy=dict(digit=0.8, motion=1.0))
+    del result["digit_accuracy"], result["reference_digit_accuracy"]
+    results.save_job(tmp_path / "0_threshold=0.1", result)
+    sweep.write_summary(tmp_path)
+    header, row = (tmp_path / "summary.csv").read_text().splitlines()
+    assert header.endswith("psnr,ssim,video_accuracy.digit,video_accuracy.motion,reference_video_accuracy.digit,"
+                           "reference_video_accuracy.motion,error")
+    assert row.endswith(",0.75,1.0,0.8,1.0,")
+
+
 def test_scalars_flatten_nested_values_and_drop_lists():
     flat = wandb_run.scalars({"a": 1.0, "b": {"c": float("nan")}, "d": [1, 2], "e": None})
     assert flat == {"a": 1.0, "b/c": None, "e": None}

@@ -60,15 +60,27 @@ def write_summary(sweep_dir: Path) -> list[dict]:
     """summary.csv and summary.md of every job of the sweep that has written its result.json. The CSV
     leaves non-finite numbers empty (an infinite PSNR: identical images) and has a column per extra metric."""
     rows = summary_rows(sweep_dir)
-    metrics = [column for name in extra_metrics(rows) for column in (name, f"reference_{name}")]
+    cells = [finite(metric_cells(row)) for row in rows]
+    metrics = dict.fromkeys(key for row in cells for key in row if key not in (*SUMMARY_COLUMNS, "metric", "error"))
     columns = [*SUMMARY_COLUMNS, *metrics, "error"]
     table = io.StringIO()
     writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(finite(row) for row in rows)
+    writer.writerows(cells)
     replace_file(sweep_dir / "summary.csv", table.getvalue())
     replace_file(sweep_dir / "summary.md", results_table(rows, with_job=True) + "\n")
     return rows
+
+
+def metric_cells(row: dict) -> dict:
+    """The row with a metric of several numbers (video_accuracy: digit, motion) as one column each (``name.key``)."""
+    cells = {}
+    for key, value in row.items():
+        if key != "metric" and isinstance(value, dict):
+            cells.update({f"{key}.{part}": number for part, number in value.items()})
+        else:
+            cells[key] = value
+    return cells
 
 
 class SweepSummary(Callback):
