@@ -19,6 +19,7 @@ import torch
 
 from .clock import BRANCH_NAMES
 from .models.specs import Arguments
+from .policies.base import UncondFromCond
 from .units import block_unit
 
 

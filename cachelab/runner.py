@@ -48,6 +48,17 @@ class Call:
 
 
 @dataclass
+class Batch:
+    """Several calls in one pipeline call: their prompts, each with its own seed's generator."""
+
+    calls: list[Call]
+
+    def kwargs(self) -> dict:
+        return dict(prompt=[call.prompt for call in self.calls],
+                    generator=[torch.Generator("cpu").manual_seed(call.seed) for call in self.calls], **self.calls[0].arguments)
+
+
+@dataclass
 class Passes:
     """Outputs of one pass over some calls."""
 
@@ -83,9 +94,11 @@ def make_calls(run: RunConfig, prompts: list[str]) -> list[Call]:
     return [Call(prompt, run.seed + i, arguments) for i, prompt in enumerate(prompts)]
 
 
-def run_experiment(run: RunConfig) -> Outcome:
+def run_experiment(run: RunConfig, cached: Passes | None = None) -> Outcome:
+    """The uncached reference (from the store where it is), the cached pass (``cached``: already made, e.g. by
+    cachelab.tune's validation check of the same run) and the paired timing."""
     with cpu_threads(run.threads):
-        return _run_experiment(run)
+        return _run_experiment(run, cached)
 
 
 @contextlib.contextmanager
@@ -99,7 +112,7 @@ def cpu_threads(count: int | None):
         torch.set_num_threads(previous)
 
 
-def _run_experiment(run: RunConfig) -> Outcome:
+def _run_experiment(run: RunConfig, cached: Passes | None) -> Outcome:
     prompts = run_prompts(run)
     calls = make_calls(run, prompts)
     policy = make_run_policy(run)
@@ -107,7 +120,8 @@ def _run_experiment(run: RunConfig) -> Outcome:
     check_attachable(pipe, policy, run)
     pipe.set_progress_bar_config(disable=True)  # one bar per phase (reference, cached, timing), not one per image
     reference, from_store = reference_images(pipe, run, calls)
-    cached = generate(pipe, calls, policy, desc="cached", quiet=run.quiet, cfg_decisions=run.cfg_decisions)
+    if cached is None:
+        cached = generate(pipe, calls, policy, desc="cached", quiet=run.quiet, cfg_decisions=run.cfg_decisions)
     timing = time_alternating(pipe, policy, calls[: run.timing.prompts], run)
     drift = float(np.abs(timing.fresh - reference[: len(timing.fresh)]).max())
     if drift > 1e-3:
@@ -202,8 +216,9 @@ def loaded_pipeline(run: RunConfig):
     return _loaded[key]
 
 
-def generate(pipe, calls: list[Call], policy=None, *, desc: str, quiet: bool, cfg_decisions: str = "separate") -> Passes:
-    """Run every call, cached with `policy` (attached for this pass only) or uncached."""
+def generate(pipe, calls: list[Call | Batch], policy=None, *, desc: str, quiet: bool, cfg_decisions: str = "separate") -> Passes:
+    """Run every call, cached with `policy` (attached for this pass only) or uncached: an image, a trace and the
+    seconds per call (a batch: an image and a trace per prompt, the seconds of the whole call)."""
     executor = attach(pipe, policy, synchronize=True, cfg_decisions=cfg_decisions) if policy is not None else None
     images, seconds, traces = [], [], []
     try:
@@ -214,8 +229,8 @@ def generate(pipe, calls: list[Call], policy=None, *, desc: str, quiet: bool, cf
             output = pipe(**call.kwargs())
             synchronize_device(pipe.transformer)
             seconds.append(time.perf_counter() - start)
-            images.append(first_sample(output))
-            traces.append(list(executor.trace) if executor else [])
+            images.extend(samples(output))
+            traces.extend([list(executor.trace) if executor else []] * (len(call.calls) if isinstance(call, Batch) else 1))
     finally:
         if executor is not None:
             detach(pipe)

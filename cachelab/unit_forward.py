@@ -3,8 +3,8 @@ ask the policy for the unit, then compute it and keep its output, or stand in fo
 
 from __future__ import annotations
 
-from .models.specs import Arguments
 from .guidance import cond_halves
+from .models.specs import Arguments
 from .units import ModuleSite, block_unit
 
 

@@ -1,6 +1,7 @@
 """The module-unit policies (PAB, TaylorSeer's module form, FasterCache, FORA) against the installed peers
 (diffusers' hooks) on the same pipeline and seed: the same decisions for every attention module at every step,
-and images within float tolerance of the peer's. On the digits model and on a tiny Wan (FasterCache's CFG part: on a tiny CogVideoX, whose pipeline batches CFG)."""
+and images within float tolerance of the peer's. On the digits model and on a tiny Wan (FasterCache's CFG part:
+on a tiny CogVideoX, whose pipeline batches CFG)."""
 
 import pytest
 import torch

@@ -6,9 +6,10 @@ import math
 import shlex
 
 import pytest
-from test_runner_fixtures import REPO, run_cli
+from test_runner_fixtures import REPO, composed, run_cli
 from test_tracking import offline_run
 
+from cachelab.config import validate
 from cachelab.tune.knobs import THRESHOLDS
 from cachelab.tune.search import bisect, bisect_knob
 from cachelab.tune.targets import bars, meets, shortfall
@@ -104,6 +105,28 @@ def test_the_written_config_reproduces_the_validated_numbers(tuned, tmp_path):
     result = json.loads((tmp_path / "again" / "result.json").read_text())
     assert (result["policy"], result["threshold"]) == ("first_block", row["setting"]["threshold"])
     assert (result["psnr"], result["ssim"], result["computed_fraction"]) == (row["psnr"], row["ssim"], row["computed_fraction"])
+
+
+@pytest.mark.parametrize("policy, setting, batched", [("fixed_interval", {"interval": 3}, True),
+                                                     ("first_block", {"threshold": 0.3}, False)])
+def test_trials_of_a_policy_reading_no_signal_run_in_batched_calls(tmp_path, policy, setting, batched):
+    """The same figures from one call per prompt and from all prompts in one call; a policy that reads a signal
+    (whose decisions would follow the batch) keeps one call per prompt."""
+    from cachelab.tune.trials import TrialBench
+
+    run = validate(composed(["num_prompts=4", "steps=8", "seed=2000", "threads=1", f"cache_dir={tmp_path}/store"]))
+    figures = {}
+    for batch in (1, 4):
+        bench = TrialBench(run, tmp_path / f"trials{batch}", {}, batch)
+        calls = []
+        handle = bench.pipe.transformer.register_forward_pre_hook(lambda *_: calls.append(1))
+        figures[batch] = bench.evaluate(policy, setting, {"name": policy})
+        handle.remove()
+        figures[batch]["calls"] = len(calls)
+    assert figures[1]["calls"] == 4 * 8 and figures[4]["calls"] == (8 if batched else 4 * 8)
+    assert figures[4]["computed_fraction"] == figures[1]["computed_fraction"] < 1
+    assert figures[4]["psnr"] == pytest.approx(figures[1]["psnr"], abs=0.01)
+    assert figures[4]["ssim"] == pytest.approx(figures[1]["ssim"], abs=1e-4)
 
 
 def test_a_resumed_tune_reuses_finished_trials_and_validations(tuned):

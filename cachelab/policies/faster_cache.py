@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from numbers import Real
 
-from .base import CachePolicy, UncondFromCond, Decision, StepContext, check_number, compute, forecast
+from .base import CachePolicy, Decision, StepContext, UncondFromCond, check_number, compute, forecast
 from .pab import OneTimestepPerStep, timestep_range
 from .registry import register_policy
 

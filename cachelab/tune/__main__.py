@@ -65,7 +65,7 @@ def main(cfg) -> None:
     with wandb_run(validation.logger, config=dict(origin=origin, target=bars, policies=names), name=f"tune-{validation.model.name}",
                    group=None, directory=out, quiet=validation.quiet, verbose=validation.verbose) as tracker:
         with cpu_threads(validation.threads):
-            bench = TrialBench(tuning, out / "trials", bars)
+            bench = TrialBench(tuning, out / "trials", bars, settings.tune.batch)
             held_out = TrialBench(validation, out / "validation_checks", {})
             records = []
             for name in chosen:

@@ -26,6 +26,7 @@ class TuneOptions:
     num_prompts: Optional[int] = None
     seed: int = 2000                     # tuning prompt i uses seed + i; must not meet a validation (prompt, seed)
     trials: int = 12                     # trials for a policy with several knobs (Optuna)
+    batch: Optional[int] = None          # tuning prompts per call, policies reading no signal; null: all on a CPU, else 1
     fallbacks: int = 2                   # safer settings validated at most when the chosen one misses on held-out data
 
 
@@ -60,6 +61,8 @@ def check(settings: TuneSettings) -> None:
         raise ConfigError(f"target.psnr must be a number of dB > 0, got {target.psnr}")
     if options.trials < 1 or options.fallbacks < 0:
         raise ConfigError(f"tune.trials must be >= 1 and tune.fallbacks >= 0, got {options.trials} and {options.fallbacks}")
+    if options.batch is not None and options.batch < 1:
+        raise ConfigError(f"tune.batch must be >= 1 (null: every tuning prompt in one call on a CPU), got {options.batch}")
     if options.num_prompts is not None and options.num_prompts < 1:
         raise ConfigError(f"tune.num_prompts must be >= 1, got {options.num_prompts}")
     if options.prompts is not None and not options.prompts:

@@ -64,7 +64,8 @@ def tune_policy(name: str, policy_config: dict, plain: dict, settings: TuneSetti
         row.update({key: quality.get(key) for key in shown if key not in row})
         if keep:
             job = folder / name / setting_name(setting)
-            result = validated(setting_run(plain, policy_config, setting), job)
+            checked = validation.passes_of(name, setting, policy_config)  # its cached pass, made by the check above
+            result = validated(setting_run(plain, policy_config, setting), job, checked)
             row.update({key: result.get(key) for key in TIMED}, folder=str(job), meets=targets.meets(result, bars))
             row.update({key: result.get(key) for key in shown if key not in ("psnr", "ssim")})
         record["validated"].append(row)

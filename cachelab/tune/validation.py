@@ -27,15 +27,16 @@ def run_config(run: RunConfig) -> dict:
     return config
 
 
-def validated(run: RunConfig, folder: Path) -> dict:
-    """The result of running `run` (a finished one in `folder` of the same config is read back)."""
+def validated(run: RunConfig, folder: Path, cached=None) -> dict:
+    """The result of running `run` (a finished one in `folder` of the same config is read back); ``cached``: the
+    run's cached passes, already made by the validation check of the same setting."""
     from ..runner import run_experiment
 
     config = run_config(run)
     before = finished_config(folder)
     if before is not None and not differing_keys(config, before):
         return read_result(folder / RESULT_FILE)
-    outcome = run_experiment(run)
+    outcome = run_experiment(run, cached)
     result = {**outcome.result, "status": "done", "config": config, **provenance()}
     save_job(folder, result, outcome, save_images=False)
     return read_result(folder / RESULT_FILE)
