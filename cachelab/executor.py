@@ -185,13 +185,10 @@ class StepLoopExecutor:
 
     def _update_work(self) -> None:
         """Every record's share of block work from the unit costs measured so far (they settle after a few calls)."""
-        if self._work_version != self.costs.version:
-            for record in self.trace:
-                record.work = record.batch_share * self.costs.work(len(self.blocks), record.skipped_units)
-            self._work_version = self.costs.version
-        else:
-            record = self.trace[-1]
+        stale = self._work_version != self.costs.version
+        for record in self.trace if stale else self.trace[-1:]:
             record.work = record.batch_share * self.costs.work(len(self.blocks), record.skipped_units)
+        self._work_version = self.costs.version
 
     def _decision_to_follow(self, branch: str, step: int, unit: str = "step") -> Decision | None:
         if self.cfg_decisions == "separate":
