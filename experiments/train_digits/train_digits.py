@@ -102,13 +102,7 @@ def train_transformer(pipe, latents, labels, steps: int, batch: int, lr: float, 
     n, c, h, w = latents.shape
     packed = FluxPipeline._pack_latents(latents, n, c, h, w)
     img_ids = FluxPipeline._prepare_latent_image_ids(batch, h // 2, w // 2, "cpu", torch.float32)
-    model = pipe.transformer.train().requires_grad_(True)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    history = []
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr)
+    def batch_loss(model):
         idx = torch.randint(n, (batch,), generator=gen)
         cond = torch.where(torch.rand(batch, generator=gen) < CFG_DROPOUT, empty, labels[idx])
         sigma = pipeline_sigmas(torch.rand(batch, generator=gen), packed.shape[1], pipe.scheduler)
@@ -117,7 +111,24 @@ def train_transformer(pipe, latents, labels, steps: int, batch: int, lr: float, 
         pred = model(hidden_states=xt, timestep=sigma, pooled_projections=pooled[cond],
                      encoder_hidden_states=prompt_embeds[cond], txt_ids=text_ids, img_ids=img_ids,
                      return_dict=False)[0]
-        loss = F.mse_loss(pred, noise - x0)
+        return F.mse_loss(pred, noise - x0)
+
+    return train_with_ema(pipe.transformer, batch_loss, steps, lr, start, snapshot)
+
+
+def train_with_ema(model, batch_loss, steps: int, lr: float, start: float, snapshot=None, stop: int | None = None):
+    """AdamW (betas 0.9, 0.99) on ``batch_loss(model)`` with ``lr_at``'s schedule over ``steps`` steps, gradients
+    clipped at 1, and an EMA of the weights (decay min(0.998, (1 + step) / (10 + step))); training ends after
+    ``stop`` steps (default: all). Returns the EMA and the loss every 50 steps; ``snapshot(step, ema)`` runs after
+    every step. Shared with experiments/train_video_digits."""
+    model = model.train().requires_grad_(True)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
+    history = []
+    for step in range(min(stop or steps, steps)):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, lr)
+        loss = batch_loss(model)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -11,35 +11,28 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
-import math
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from video_architecture import SCHEDULER_CONFIG, build_pipeline
 
-from cachelab import zoo
-from cachelab.zoo.data import load_digits_8x8
-from cachelab.zoo.video_data import DIRECTIONS, MAX_SEQUENCE_LENGTH, TRAVEL, digit_tiles, make_clip, video_prompt
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train_digits"))  # the digits recipe's training loop
+
+from train_digits import log, lr_at, train_with_ema, with_transformer  # noqa: E402
+from video_architecture import SCHEDULER_CONFIG, build_pipeline  # noqa: E402
+
+from cachelab import zoo  # noqa: E402
+from cachelab.zoo.data import load_digits_8x8  # noqa: E402
+from cachelab.zoo.video_data import DIRECTIONS, MAX_SEQUENCE_LENGTH, TRAVEL, digit_tiles, make_clip, video_prompt  # noqa: E402
 
 COMMAND = "python experiments/train_video_digits/train_video_digits.py"
 DEFAULT_OUT = zoo.path("video_digits")
 CFG_DROPOUT = 0.1
-
-
-def log(start: float, msg: str) -> None:
-    print(f"[{time.perf_counter() - start:7.1f}s] {msg}", flush=True)
-
-
-def lr_at(step: int, steps: int, lr: float, warmup: int = 50) -> float:
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    return lr * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
 
 
 def random_clips(tiles: torch.Tensor, count: int, gen: torch.Generator):
@@ -156,13 +149,7 @@ def train_transformer(pipe, latents, prompt_ids, steps: int, batch: int, lr: flo
         embeds, _ = pipe.encode_prompt(prompts, do_classifier_free_guidance=False,
                                        max_sequence_length=MAX_SEQUENCE_LENGTH)
     empty = len(prompts) - 1
-    model = pipe.transformer.train().requires_grad_(True)
-    ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    history = []
-    for step in range(min(stop or steps, steps)):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr)
+    def batch_loss(model):
         idx = torch.randint(len(latents), (batch,), generator=gen)
         cond = torch.where(torch.rand(batch, generator=gen) < CFG_DROPOUT, empty, prompt_ids[idx])
         sigma = pipeline_sigmas(torch.rand(batch, generator=gen))
@@ -171,31 +158,9 @@ def train_transformer(pipe, latents, prompt_ids, steps: int, batch: int, lr: flo
         s = sigma[:, None, None, None, None]
         pred = model(hidden_states=(1 - s) * x0 + s * noise, timestep=sigma * 1000,
                      encoder_hidden_states=embeds[cond], return_dict=False)[0]
-        loss = F.mse_loss(pred, noise - x0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        decay = min(0.998, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1 - decay)
-        if step % 50 == 0 or step == steps - 1:
-            history.append((step, round(loss.item(), 5)))
-            log(start, f"transformer step {step}/{steps} loss {loss.item():.5f}")
-        if snapshot is not None:
-            snapshot(step + 1, ema)
-    return ema, history
+        return F.mse_loss(pred, noise - x0)
 
-
-def with_transformer(pipe, transformer, fn):
-    """Run fn() while `transformer` is the pipeline's transformer."""
-    current = pipe.transformer
-    pipe.register_modules(transformer=transformer)
-    try:
-        return fn()
-    finally:
-        pipe.register_modules(transformer=current)
+    return train_with_ema(pipe.transformer, batch_loss, steps, lr, start, snapshot, stop)
 
 
 def main(argv=None) -> None:
