@@ -39,8 +39,9 @@ def calibrate_model(run: RunConfig) -> dict:
             "magcache": {"mag_ratios": magcache_ratios(pipe, prompts, **kwargs())},
             "learned": {"plans": {str(budget): plan.to_json() for budget, plan in plans.items()},
                         "block_plans": {str(budget): {unit: plan.to_json() for unit, plan in units.items()}
-                                        for budget, units in learned_block_plans(pipe, prompts, setting.budgets,
-                                                                                 setting.history, **kwargs()).items()}},
+                                        for budget, units in learned_block_plans(
+                                            pipe, prompts, setting.budgets, setting.history, step_plans=plans,
+                                            moves=6 if setting.refine else 0, **kwargs()).items()}},
         }
     data = (f"model={run.model.name}: {len(prompts)} uncached generations ({setting.generations} per prompt) from "
             f"one generator seeded {setting.seed}, {run.steps} steps")
