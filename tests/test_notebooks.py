@@ -109,3 +109,24 @@ def test_frontier_recomputes_the_recorded_verdict():
     expected = f"{row['curve']} {row['setting']}: {row['speedup']:.2f}x, {row['psnr']:.1f} dB"
     first_line = printed(executed("frontier"), "fastest-at-35").splitlines()[0]
     assert first_line == f"fastest deployable cachelab row at >= 35 dB: {expected}"
+
+
+@pytest.mark.parametrize("tag, folder", [("per-block", "."), ("shapes", "shapes")])
+def test_frontier_recomputes_the_per_block_verdicts(tag, folder):
+    """Per-block against step-level learned at equal block work: for each budget the notebook's own interpolation
+    gives the block work, PSNRs and verdict that experiments/frontier/frontier.py recorded (its target e)."""
+    results = json.loads((ROOT / "experiments" / "frontier" / folder / "results.json").read_text())
+    recorded = [target for target in results["targets"] if target["target"] == "e"]
+    pattern = (r"budget (\d+): block work ([\d.]+), learned ([\d.]+) dB, learned per block (?:([\d.]+) dB \([^)]*\)|-): "
+               r"(PASS|MISS) \(recorded: (PASS|MISS)\)")
+    found = re.findall(pattern, printed(executed("frontier"), tag))
+    assert len(found) == len(recorded) == 3
+    for (budget, work, step, block, verdict, shown), target in zip(found, recorded):
+        assert target["where"].endswith(f"budget {budget}")
+        assert float(work) == pytest.approx(target["block_work_steps"], abs=0.006)  # printed with 2 decimals
+        assert float(step) == pytest.approx(target["step_level"], abs=0.06)
+        if target["per_block"] is None:
+            assert block == ""
+        else:
+            assert float(block) == pytest.approx(target["per_block"], abs=0.06)
+        assert verdict == shown == target["verdict"]

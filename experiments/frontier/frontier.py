@@ -24,45 +24,62 @@ import json
 import math
 import os
 import statistics
+import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared harness
 os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "error")  # read when cache_dit is imported
 
 import cache_dit  # noqa: E402
 import diffusers  # noqa: E402
+import harness  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from cache_dit import DBCacheConfig, TaylorSeerCalibratorConfig  # noqa: E402
-from diffusers import FirstBlockCacheConfig, FluxPipeline, MagCacheConfig, TaylorSeerCacheConfig  # noqa: E402
+from diffusers import (  # noqa: E402
+    FasterCacheConfig,
+    FirstBlockCacheConfig,
+    FluxPipeline,
+    MagCacheConfig,
+    PyramidAttentionBroadcastConfig,
+    TaylorSeerCacheConfig,
+)
+from harness import ENABLE, BlockWork, Enabled, cache_dit_dbcache, cache_dit_dbprune, psnr_at  # noqa: E402
 
 import cachelab  # noqa: E402
 from cachelab import metrics, zoo  # noqa: E402
 from cachelab.calibrate import learned_plans, magcache_ratios, teacache_coefficients  # noqa: E402
+from cachelab.calibrate.learned_blocks import learned_block_plans  # noqa: E402
 from cachelab.calibration import CALIBRATION_FILE, use_calibration_file  # noqa: E402
 from cachelab.policies import (  # noqa: E402
+    DBPrune,
     DualBlockCache,
+    FasterCache,
     FirstBlockCache,
     FixedInterval,
+    Fora,
     Learned,
     MagCache,
     Oracle,
+    PyramidAttentionBroadcast,
     TaylorSeer,
     TeaCache,
 )
 from cachelab.runner import Call, cpu_threads, first_sample  # noqa: E402
 
 HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
 STEPS = 28
 ARGUMENTS = dict(num_inference_steps=STEPS, output_type="np", **zoo.CALL_DEFAULTS)  # both models' sizes
 SEEDS = (0, 1)
 CALIBRATION_SEED = 1000  # models calibrated in the run are calibrated on this seed, disjoint from SEEDS
 CALIBRATION_GENERATIONS = 2  # of every prompt, in batched calls, as experiments/train_digits/calibrate_digits.py does
 THREADS = 1  # another process may share the machine; one thread each avoids oversubscription
-FULL = dict(timing_prompts=2, rounds=5)  # 5: a burst of load over two adjacent passes leaves the median
+FULL = dict(timing_prompts=1, rounds=3)
 QUICK = dict(timing_prompts=1, rounds=3)
 LIBRARIES = ("cachelab", "diffusers", "cache-dit")
 
@@ -73,80 +90,24 @@ BUDGETS = (6, 8)  # (c): at these computed steps, cachelab >= 2 dB above cache-d
 MARGIN = 2.0
 ORACLE = "cachelab oracle fitted history 2"  # (d): the oracle beside the policies at each of its budgets
 CACHE_DIT_FORECAST = "cache-dit DBCache F1B0 W0 + TaylorSeer"
-
-
-# -- caches: how each library enables and disables one --------------------------------------------
-
-class Enabled:
-    """A cache while it is on: untimed preparation before each call, and the library's own count of
-    the steps the last call computed (None where it keeps none)."""
-
-    def prepare(self, call: Call) -> None:
-        pass
-
-    def own_count(self) -> int | None:
-        return None
-
-
-class CachelabEnabled(Enabled):
-    def __init__(self, pipe, executor):
-        self.pipe, self.executor = pipe, executor
-
-    def prepare(self, call):
-        if self.executor.policy.rehearses:  # the oracle plans from an uncached rehearsal of this very call
-            self.executor.rehearse(lambda: self.pipe(**call.kwargs()))
-
-    def own_count(self):
-        return sum(record.computed for record in self.executor.trace)
-
-
-class CacheDitEnabled(Enabled):
-    def __init__(self, pipe):
-        self.pipe = pipe
-
-    def own_count(self):
-        return STEPS - len(cache_dit.summary(self.pipe, logging=False)[-1].cached_steps)
-
-
-@contextlib.contextmanager
-def with_cachelab(policy, pipe):
-    executor = cachelab.attach(pipe, policy)
-    try:
-        yield CachelabEnabled(pipe, executor)
-    finally:
-        cachelab.detach(pipe)
-
-
-@contextlib.contextmanager
-def with_diffusers(config, pipe):
-    pipe.transformer.enable_cache(config)
-    try:
-        yield Enabled()
-    finally:
-        pipe.transformer.disable_cache()
-
-
-@contextlib.contextmanager
-def with_cache_dit(configs, pipe):
-    cache_config, calibrator_config = configs
-    cache_dit.enable_cache(pipe, cache_config=cache_config, calibrator_config=calibrator_config)
-    try:
-        yield CacheDitEnabled(pipe)
-    finally:
-        cache_dit.disable_cache(pipe)
+STEP_LEARNED, BLOCK_LEARNED = "cachelab learned", "cachelab learned per block"
+BLOCK_BUDGETS, BLOCK_MARGIN = (4, 6, 8), 1.0  # (e): per-block learned >= +1 dB at step-level learned's block work
+BETTER = 40.0  # (f): >= FAST x wall speedup at >= 40 dB
 
 
 # -- the rows --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Method:
-    """A cache with its knob still free: ``make(value)`` builds the cachelab policy or the library's config."""
+    """A cache with its knob still free: ``make(value)`` builds the cachelab policy or the library's config.
+    ``unit``: what one decision covers, a whole step, a block or a module (attention, feed-forward)."""
 
     library: str
     name: str
     knob: str
     make: Callable
     bound: bool = False  # knows the uncached result (the oracle): not deployable
+    unit: str = "step"
 
     @property
     def curve(self) -> str:
@@ -158,8 +119,9 @@ class Row:
     library: str
     method: str
     setting: str
-    enable: Callable  # pipe -> context manager yielding an Enabled
+    enable: Callable  # pipe -> context manager yielding a harness.Enabled
     bound: bool = False
+    unit: str = "step"
 
     @property
     def curve(self) -> str:
@@ -170,20 +132,11 @@ class Row:
         return "bound" if self.bound else "cachelab" if self.library == "cachelab" else "reference"
 
 
-ENABLE = {"cachelab": with_cachelab, "diffusers": with_diffusers, "cache-dit": with_cache_dit}
-
-
-def dbcache(threshold, order=None):
-    """cache-dit's DBCache F1B0 W0 (and its TaylorSeer calibrator of ``order``)."""
-    config = DBCacheConfig(Fn_compute_blocks=1, Bn_compute_blocks=0, max_warmup_steps=0,
-                           residual_diff_threshold=threshold)
-    return config, order and TaylorSeerCalibratorConfig(taylorseer_order=order)
-
-
-def methods(model: str, policies: dict) -> list[Method]:
+def methods(model: str, policies: dict, pipe) -> list[Method]:
     """Every method the harness knows. ``policies`` is the model's calibration (numbers by policy name):
     cachelab's calibrated policies find it on the transformer, diffusers' MagCache is handed its ratios."""
     orders = (1, 2)
+    timestep = lambda: pipe.current_timestep  # noqa: E731  (diffusers' PAB and FasterCache read it)
     return [
         Method("cachelab", "first_block", "threshold", FirstBlockCache),
         Method("cachelab", "teacache", "threshold", TeaCache),
@@ -199,13 +152,31 @@ def methods(model: str, policies: dict) -> list[Method]:
         Method("cachelab", "oracle fitted history 2", "budget",
                functools.partial(Oracle, forecast="fitted", history=2), bound=True),
         Method("cachelab", "oracle reuse", "budget", functools.partial(Oracle, forecast="reuse"), bound=True),
+        Method("cachelab", "learned per block", "budget", functools.partial(Learned, unit="block"), unit="block"),
+        Method("cachelab", "dbprune F1B0 W0", "threshold",
+               functools.partial(DBPrune, compute_first=1, compute_last=0, warmup_steps=0), unit="block"),
+        Method("cachelab", "pab", "spatial skip",
+               lambda k: PyramidAttentionBroadcast(spatial_attention_block_skip_range=k), unit="module"),
+        Method("cachelab", "faster_cache", "spatial skip",
+               lambda k: FasterCache(spatial_attention_block_skip_range=k), unit="module"),
+        Method("cachelab", "fora", "interval", Fora, unit="module"),
+        # diffusers' TaylorSeer's defaults: order 1, the first 3 steps computed
+        Method("cachelab", "taylorseer module W3", "interval",
+               lambda i: TaylorSeer(i, order=1, warmup_steps=3, unit="module"), unit="module"),
         Method("diffusers", "FirstBlockCache", "threshold", FirstBlockCacheConfig),
         Method("diffusers", f"MagCache ({model} ratios)", "threshold", lambda t: MagCacheConfig(
             threshold=t, mag_ratios=policies["magcache"]["mag_ratios"], num_inference_steps=STEPS)),
-        Method("diffusers", "TaylorSeer", "interval", lambda i: TaylorSeerCacheConfig(cache_interval=i)),
-        Method("cache-dit", "DBCache F1B0 W0", "threshold", dbcache),
+        Method("diffusers", "TaylorSeer", "interval", lambda i: TaylorSeerCacheConfig(
+            cache_interval=i, taylor_factors_dtype=torch.float32), unit="module"),
+        Method("diffusers", "PAB", "spatial skip", lambda k: PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=k, current_timestep_callback=timestep), unit="module"),
+        Method("diffusers", "FasterCache", "spatial skip", lambda k: FasterCacheConfig(
+            spatial_attention_block_skip_range=k, current_timestep_callback=timestep, is_guidance_distilled=True,
+            attention_weight_callback=lambda _: 0.5), unit="module"),
+        Method("cache-dit", "DBCache F1B0 W0", "threshold", cache_dit_dbcache),
         *(Method("cache-dit", f"DBCache F1B0 W0 + TaylorSeer order {order}", "threshold",
-                 functools.partial(dbcache, order=order)) for order in orders),
+                 functools.partial(cache_dit_dbcache, order=order)) for order in orders),
+        Method("cache-dit", "DBPrune F1B0 W0", "threshold", cache_dit_dbprune, unit="block"),
     ]
 
 
@@ -228,11 +199,12 @@ class Model:
         return tuple(v for v in self.grid.get(curve, ()) if not quick or self.quick.get(curve) == v)
 
 
-def rows(model: Model, policies: dict, quick: bool) -> list[Row]:
+def rows(model: Model, policies: dict, quick: bool, pipe) -> list[Row]:
     """A row per setting of the model's grid (its quick ones with ``quick``). cache-dit's rows come last:
     cache-dit leaves its patch of the transformer's forward in place after disable_cache."""
-    known = {method.curve: method for method in methods(model.name, policies)}
-    found = [Row(m.library, m.name, f"{m.knob} {value}", functools.partial(ENABLE[m.library], m.make(value)), m.bound)
+    known = {method.curve: method for method in methods(model.name, policies, pipe)}
+    found = [Row(m.library, m.name, f"{m.knob} {value}", functools.partial(ENABLE[m.library], m.make(value)), m.bound,
+                 m.unit)
              for curve in model.grid for m in [known[curve]] for value in model.settings(curve, quick)]
     return sorted(found, key=lambda row: row.library == "cache-dit")
 
@@ -247,31 +219,45 @@ def shapes_prompts() -> list[str]:
     return train_shapes.prompts()
 
 
+# The rows whose decisions cover less than a step, on both models; each cachelab row beside its peer's
+# (diffusers' TaylorSeer is the twin of cachelab's taylorseer with unit="module", order 1, warm-up 3).
+DBPRUNE_THRESHOLDS = (0.05, 0.1, 0.2, 0.3)
+SKIP_RANGES = (2, 3, 5)
+FINER_UNITS = {
+    BLOCK_LEARNED: (3, 4, 5, 6, 8, 10),
+    "cachelab dbprune F1B0 W0": DBPRUNE_THRESHOLDS,
+    "cachelab pab": SKIP_RANGES,
+    "cachelab faster_cache": SKIP_RANGES,
+    "cachelab fora": (2, 3, 4),
+    "cachelab taylorseer module W3": (2, 3, 5),
+}
+FINER_PEERS = {"diffusers TaylorSeer": (2, 3, 5), "diffusers PAB": SKIP_RANGES, "diffusers FasterCache": SKIP_RANGES}
+QUICK_FINER = {BLOCK_LEARNED: 6, "cachelab dbprune F1B0 W0": 0.1, "cache-dit DBPrune F1B0 W0": 0.1,
+               "cachelab pab": 3, "diffusers PAB": 3, "cachelab fora": 3}
+
 DIGITS = Model(
     name="digits", title="Digits model", noun="digits", path=zoo.path(), prompts=lambda: zoo.prompts_for(range(10)),
     grid={
-        "cachelab first_block": (0.1, 0.2, 0.3, 0.5),
-        "cachelab teacache": (0.1, 0.2, 0.4),
-        "cachelab magcache": (0.06, 0.12, 0.24),
-        "cachelab fixed_interval": (2, 3, 4),
+        "cachelab first_block": (0.1, 0.2, 0.3),
+        "cachelab teacache": (0.1, 0.2),
+        "cachelab magcache": (0.06, 0.24),
+        "cachelab fixed_interval": (2, 4),
         "cachelab dbcache F1B0 W0": (0.12, 0.24),
-        "cachelab taylorseer order 1": (3, 4, 5, 6, 7),
-        "cachelab taylorseer order 2": (3, 4, 5, 6, 7),
-        "cachelab first_block taylor_order 1": (0.24, 0.4),
+        "cachelab taylorseer order 1": (3, 5, 7),
         "cachelab first_block taylor_order 2": (0.24, 0.4, 0.6),
-        "cachelab learned": (3, 4, 5, 6, 7, 8, 10),
+        STEP_LEARNED: (3, 4, 5, 6, 8, 10),
         ORACLE: (4, 6, 8, 10),
-        "cachelab oracle reuse": (4, 6, 8, 10),
-        "diffusers FirstBlockCache": (0.1, 0.2, 0.3, 0.5),
-        "diffusers MagCache (digits ratios)": (0.06, 0.12, 0.24),
-        "diffusers TaylorSeer": (2, 3, 5),
+        **FINER_UNITS,
+        "diffusers FirstBlockCache": (0.1, 0.2, 0.3),
+        "diffusers MagCache (digits ratios)": (0.06, 0.24),
+        **FINER_PEERS,
         "cache-dit DBCache F1B0 W0": (0.08, 0.12, 0.24),
-        "cache-dit DBCache F1B0 W0 + TaylorSeer order 1": (0.24, 0.4),
         "cache-dit DBCache F1B0 W0 + TaylorSeer order 2": (0.24, 0.4, 0.6),
+        "cache-dit DBPrune F1B0 W0": DBPRUNE_THRESHOLDS,
     },
-    quick={"cachelab taylorseer order 2": 5, "cachelab first_block taylor_order 2": 0.4, "cachelab learned": 6,
+    quick={"cachelab taylorseer order 1": 5, "cachelab first_block taylor_order 2": 0.4, STEP_LEARNED: 6,
            ORACLE: 6, "diffusers FirstBlockCache": 0.2, "diffusers TaylorSeer": 3,
-           "cache-dit DBCache F1B0 W0 + TaylorSeer order 2": 0.4},
+           "cache-dit DBCache F1B0 W0 + TaylorSeer order 2": 0.4, **QUICK_FINER},
     fits_calibration=False, folder="",
     description="cachelab digits (zoo.load_pipeline(), called as a plain FluxPipeline)",
 )
@@ -283,25 +269,24 @@ SHAPES = Model(
     prompts=shapes_prompts,
     grid={
         "cachelab first_block": (0.1, 0.2, 0.3),
-        "cachelab teacache": (0.1, 0.2, 0.4),
-        "cachelab magcache": (0.06, 0.12, 0.24),
-        "cachelab fixed_interval": (2, 3, 4),
-        "cachelab taylorseer order 1": (3, 4, 5, 6, 7),
-        "cachelab taylorseer order 2": (3, 4, 5, 6, 7),
+        "cachelab teacache": (0.1, 0.2),
+        "cachelab magcache": (0.06, 0.24),
+        "cachelab fixed_interval": (2, 4),
+        "cachelab taylorseer order 1": (3, 5, 7),
         "cachelab first_block taylor_order 2": SHAPES_THRESHOLDS,
-        "cachelab learned": (3, 4, 5, 6, 8, 10),
+        STEP_LEARNED: (3, 4, 5, 6, 8, 10),
         ORACLE: (4, 6, 8),
-        "cachelab oracle reuse": (4, 6, 8),
+        **FINER_UNITS,
         "diffusers FirstBlockCache": (0.1, 0.2, 0.3),
-        "diffusers MagCache (shapes ratios)": (0.06, 0.12, 0.24),
-        "diffusers TaylorSeer": (2, 3, 5),
+        "diffusers MagCache (shapes ratios)": (0.06, 0.24),
+        **FINER_PEERS,
         "cache-dit DBCache F1B0 W0": (0.2, 0.3, 0.5),
-        "cache-dit DBCache F1B0 W0 + TaylorSeer order 1": SHAPES_THRESHOLDS,
         "cache-dit DBCache F1B0 W0 + TaylorSeer order 2": SHAPES_THRESHOLDS,
+        "cache-dit DBPrune F1B0 W0": DBPRUNE_THRESHOLDS,
     },
-    quick={"cachelab taylorseer order 2": 5, "cachelab first_block taylor_order 2": 0.3, "cachelab learned": 6,
+    quick={"cachelab taylorseer order 1": 5, "cachelab first_block taylor_order 2": 0.3, STEP_LEARNED: 6,
            ORACLE: 6, "diffusers FirstBlockCache": 0.2, "diffusers TaylorSeer": 3,
-           "cache-dit DBCache F1B0 W0 + TaylorSeer order 2": 0.3},
+           "cache-dit DBCache F1B0 W0 + TaylorSeer order 2": 0.3, **QUICK_FINER},
     fits_calibration=True, folder="shapes",
     description="train_shapes (zoo.load_pipeline(experiments/train_shapes/shapes), called as a plain FluxPipeline)",
 )
@@ -310,74 +295,84 @@ MODELS = {model.name: model for model in (DIGITS, SHAPES)}
 
 # -- the harness -----------------------------------------------------------------------------------
 
-class StepCounter:
-    """Counts the runs of one module inside a middle block, the attention's query projection: it runs
-    only on the steps a cache computes (diffusers' TaylorSeer forecasts attention outputs, so for it
-    this counts the steps whose attention ran)."""
-
-    def __init__(self, transformer):
-        blocks = transformer.single_transformer_blocks
-        blocks[len(blocks) // 2].attn.to_q.register_forward_pre_hook(self._ran)
-        self.count = 0
-
-    def _ran(self, *_):
-        self.count += 1
-
-
 @dataclass
 class Pass:
     images: np.ndarray
     seconds: list[float]
-    computed: list[int]
+    computed: list[int]  # per call: transformer calls that skipped no block work
+    work: list[float]  # per call: the computed share of the block work (harness.BlockWork)
+    skipped: Counter  # unit -> transformer calls that stood in for it, over the pass
+    own_work: list[float]  # per call, cachelab rows: the share cachelab's trace measured (its own unit timings)
 
 
-def run_pass(pipe, counter: StepCounter, calls: list[Call], row: Row | None = None) -> Pass:
-    """Run ``calls`` uncached (``row=None``) or with the row's cache on, timing each call alone."""
-    images, seconds, computed = [], [], []
+def counted(meter: BlockWork, row: Row, cache: Enabled, calls: list[set[str]]) -> list[set[str]]:
+    """The units each transformer call of one pipeline call stood in for: by the hooks, or by cachelab's trace
+    (checked against the hooks on every unit they can see); the library's own count of partial calls must agree."""
+    skipped = [meter.skipped(ran) for ran in calls]
+    own = cache.own_skipped()
+    if own is not None:
+        if [meter.visible(s) for s in own] != [meter.visible(s) for s in skipped]:
+            raise RuntimeError(f"{row.curve} {row.setting}: cachelab's trace and the hooks disagree on the skipped units")
+        skipped = own
+    partial, own_partial = sum(map(bool, skipped)), cache.own_partial_calls()
+    if own_partial is not None and own_partial != partial:
+        raise RuntimeError(f"{row.curve} {row.setting}: the library counts {own_partial} calls with skipped blocks, "
+                           f"the hooks {partial}")
+    return skipped
+
+
+def run_pass(pipe, meter: BlockWork, calls: list[Call], row: Row | None = None, count: bool = False) -> Pass:
+    """Run ``calls`` uncached (``row=None``) or with the row's cache on, timing each call alone; with ``count``
+    (untimed passes only: the hooks cost time), also which blocks and modules each transformer call ran."""
+    done = Pass([], [], [], [], Counter(), [])
     with row.enable(pipe) if row else contextlib.nullcontext(Enabled()) as cache:
-        for call in calls:
-            cache.prepare(call)
-            counter.count = 0
-            start = time.perf_counter()
-            output = pipe(**call.kwargs())
-            seconds.append(time.perf_counter() - start)
-            own = cache.own_count()
-            if own is not None and own != counter.count:
-                raise RuntimeError(f"{row.curve} {row.setting}: the library counts {own} computed steps, "
-                                   f"the middle block ran {counter.count} times")
-            computed.append(counter.count)
-            images.append(first_sample(output))
-    return Pass(np.stack(images), seconds, computed)
+        with meter.counting() if count else contextlib.nullcontext():
+            for call in calls:
+                cache.prepare(lambda: pipe(**call.kwargs()))
+                before = len(meter.calls)
+                start = time.perf_counter()
+                output = pipe(**call.kwargs())
+                done.seconds.append(time.perf_counter() - start)
+                done.images.append(first_sample(output))
+                if count and row:
+                    skipped = counted(meter, row, cache, meter.calls[before:])
+                    done.computed.append(sum(not s for s in skipped))
+                    done.work.append(metrics.mean([meter.work(s) for s in skipped]))
+                    done.skipped.update(unit for s in skipped for unit in s)
+                    if isinstance(cache, harness.CachelabEnabled):
+                        done.own_work.append(metrics.work_fraction(cache.executor.trace))
+    done.images = np.stack(done.images)
+    return done
 
 
-def paired_timing(pipe, counter, calls, row: Row, rounds: int, reference: np.ndarray) -> dict:
+def paired_timing(pipe, meter, calls, row: Row, rounds: int, reference: np.ndarray) -> dict:
     """Alternating uncached and cached passes (uncached first in even rounds); also checks that the
     uncached output after the cache was disabled is the reference, bit for bit."""
-    uncached, cached, computed, drift = [], [], [], 0.0
+    uncached, cached, drift = [], [], 0.0
     for round_ in range(rounds):
         for cache in (None, row) if round_ % 2 == 0 else (row, None):
-            passed = run_pass(pipe, counter, calls, cache)
+            passed = run_pass(pipe, meter, calls, cache)
             (cached if cache else uncached).append(sum(passed.seconds))
-            if cache:
-                computed.extend(passed.computed)
-            else:
+            if not cache:
                 drift = max(drift, float(np.abs(passed.images - reference).max()))
     if drift:
         print(f"  WARNING: uncached output changed after {row.curve} {row.setting}: max |diff| {drift:.3g}")
     return dict(speedup=metrics.speedup(uncached, cached), uncached_seconds=statistics.median(uncached),
-                cached_seconds=statistics.median(cached), timed_computed_steps=metrics.mean(computed),
-                speedup_of_fastest=min(uncached) / min(cached), uncached_drift=drift,
-                timing_spread=max(max(t) / min(t) for t in (uncached, cached)))
+                cached_seconds=statistics.median(cached), speedup_of_fastest=min(uncached) / min(cached),
+                uncached_drift=drift, timing_spread=max(max(t) / min(t) for t in (uncached, cached)))
 
 
-def evaluate(pipe, counter, row: Row, calls, reference, settings) -> dict:
+def evaluate(pipe, meter, row: Row, calls, reference, settings) -> dict:
     timed = settings["timing_prompts"]
-    cached = run_pass(pipe, counter, calls, row)
+    cached = run_pass(pipe, meter, calls, row, count=True)
+    work = metrics.mean(cached.work)
     return dict(
-        library=row.library, method=row.method, curve=row.curve, setting=row.setting, kind=row.kind,
-        computed_steps=metrics.mean(cached.computed), psnr=metrics.psnr(reference, cached.images),
-        ssim=metrics.mean(metrics.ssim(reference, cached.images)),
-        **paired_timing(pipe, counter, calls[:timed], row, settings["rounds"], reference[:timed]),
+        library=row.library, method=row.method, curve=row.curve, setting=row.setting, kind=row.kind, unit=row.unit,
+        computed_steps=metrics.mean(cached.computed), block_work=work, block_work_steps=work * STEPS,
+        cachelab_computed_work=metrics.mean(cached.own_work) if cached.own_work else None,
+        skipped_calls=dict(sorted(cached.skipped.items())),
+        psnr=metrics.psnr(reference, cached.images), ssim=metrics.mean(metrics.ssim(reference, cached.images)),
+        **paired_timing(pipe, meter, calls[:timed], row, settings["rounds"], reference[:timed]),
     )
 
 
@@ -395,8 +390,10 @@ def make_calls(prompts: list[str]) -> list[Call]:
 
 # -- calibration -----------------------------------------------------------------------------------
 
-def fit_calibration(pipe, prompts: list[str], budgets: tuple[int, ...], command: str) -> dict:
-    """The learned plans (refined), TeaCache coefficients and MagCache ratios of this pipeline, each fitted
+def fit_calibration(pipe, prompts: list[str], budgets: tuple[int, ...], block_budgets: tuple[int, ...],
+                    command: str) -> dict:
+    """The learned plans (refined), per-block learned plans, TeaCache coefficients and MagCache ratios of this
+    pipeline, each fitted
     by cachelab.calibrate on CALIBRATION_GENERATIONS batched calls of all prompts from one generator seeded
     CALIBRATION_SEED, and timed: a calibration.json record."""
     batches, seconds = [prompts] * CALIBRATION_GENERATIONS, {}
@@ -410,23 +407,31 @@ def fit_calibration(pipe, prompts: list[str], budgets: tuple[int, ...], command:
         return found
 
     plans = fit("learned", learned_plans, budgets, refine=True)
-    policies = {"learned": {"plans": {str(budget): plan.to_json() for budget, plan in plans.items()}},
+    block_plans = fit("learned per block", learned_block_plans, block_budgets, step_plans=plans)
+    policies = {"learned": {"plans": {str(budget): plan.to_json() for budget, plan in plans.items()},
+                            "block_plans": {str(budget): {unit: plan.to_json() for unit, plan in units.items()}
+                                            for budget, units in block_plans.items()}},
                 "teacache": {"coefficients": fit("teacache", teacache_coefficients)},
                 "magcache": {"mag_ratios": fit("magcache", magcache_ratios)}}
     data = (f"{len(prompts)} prompts x {CALIBRATION_GENERATIONS} generations ({CALIBRATION_GENERATIONS} batched calls "
             f"of all prompts, one generator seeded {CALIBRATION_SEED}), {STEPS} steps, uncached; learned plans "
-            f"(budgets {', '.join(map(str, budgets))}) refined on those generations' cached images")
+            f"(budgets {', '.join(map(str, budgets))}) refined on those generations' cached images, per-block plans "
+            f"(budgets {', '.join(map(str, block_budgets))}) started from the step plans")
     return dict(command=command, data=data, seconds=seconds, policies=policies)
 
 
-def calibrate(pipe, model: Model, prompts: list[str], quick: bool, out: Path) -> dict:
+def calibrate(pipe, model: Model, prompts: list[str], quick: bool, out: Path, reuse: bool = False) -> dict:
     """The model's calibration record ({"command", "data", ..., "policies"}), in use on ``pipe``'s
     transformer: the one beside the model (which load_pipeline applied), or one fitted now and written to
-    ``out``/calibration.json."""
+    ``out``/calibration.json (``reuse``: the one an earlier run wrote there)."""
     if not model.fits_calibration:
         return json.loads((model.path / CALIBRATION_FILE).read_text())
+    if reuse:
+        use_calibration_file(pipe.transformer, out)
+        return json.loads((out / CALIBRATION_FILE).read_text())
     command = " ".join(["python", os.path.relpath(sys.argv[0]), *sys.argv[1:]])
-    record = fit_calibration(pipe, prompts, model.settings("cachelab learned", quick), command)
+    record = fit_calibration(pipe, prompts, model.settings(STEP_LEARNED, quick), model.settings(BLOCK_LEARNED, quick),
+                             command)
     out.mkdir(parents=True, exist_ok=True)
     (out / CALIBRATION_FILE).write_text(json.dumps(record, indent=1) + "\n")
     use_calibration_file(pipe.transformer, out)
@@ -435,20 +440,15 @@ def calibrate(pipe, model: Model, prompts: list[str], quick: bool, out: Path) ->
 
 # -- analysis --------------------------------------------------------------------------------------
 
-def curves(results: list[dict], kind: str, x: str, by: str | None = None) -> dict[str, tuple[list, list]]:
-    """Per method of ``kind``, its rows as (x, PSNR) points, sorted by x (or by ``by``)."""
+def curves(results: list[dict], kind: str, x: str, by: str | None = None, unit: str | None = None
+           ) -> dict[str, tuple[list, list]]:
+    """Per method of ``kind`` (and ``unit``, if given), its rows as (x, PSNR) points, sorted by x (or by ``by``)."""
     found = {}
-    for curve in dict.fromkeys(r["curve"] for r in results if r["kind"] == kind):
+    for curve in dict.fromkeys(r["curve"] for r in results if r["kind"] == kind and unit in (None, r["unit"])):
         runs = [r for r in results if r["curve"] == curve and math.isfinite(r["psnr"])]
         runs.sort(key=lambda r: r[by or x])
         found[curve] = ([r[x] for r in runs], [r["psnr"] for r in runs])
     return found
-
-
-def psnr_at(curve: tuple[list[float], list[float]], x: float) -> float | None:
-    """PSNR interpolated linearly along a curve at ``x``; None outside the curve's range."""
-    xs, ys = curve
-    return float(np.interp(x, xs, ys)) if xs and xs[0] <= x <= xs[-1] else None
 
 
 def best_at(found: dict, x: float) -> tuple[float | None, str | None]:
@@ -469,20 +469,35 @@ def margin_verdict(comparison: dict) -> str:
     return "PASS" if comparison["margin"] is not None and comparison["margin"] >= MARGIN else "MISS"
 
 
-def fastest_target(results: list[dict]) -> dict:
-    """(a): the fastest deployable cachelab row at >= GOOD dB."""
-    good = [r for r in results if r["kind"] == "cachelab" and r["psnr"] >= GOOD]
+def fastest_target(results: list[dict], target: str, quality: float) -> dict:
+    """(a), (f): the fastest deployable cachelab row at >= ``quality`` dB."""
+    good = [r for r in results if r["kind"] == "cachelab" and r["psnr"] >= quality]
     fastest = max(good, key=lambda r: r["speedup"], default=None)
-    return dict(target="a", where=f">= {FAST:g}x at >= {GOOD:g} dB",
+    return dict(target=target, where=f">= {FAST:g}x at >= {quality:g} dB",
                 verdict="PASS" if fastest and fastest["speedup"] >= FAST else "MISS",
-                fastest=fastest and {k: fastest[k] for k in ("curve", "setting", "speedup", "psnr", "computed_steps")})
+                fastest=fastest and {k: fastest[k] for k in ("curve", "setting", "speedup", "psnr", "computed_steps",
+                                                             "block_work_steps")})
+
+
+def block_target(results: list[dict], budget: int) -> dict:
+    """(e): per-block learned at the block work that step-level learned of ``budget`` measured, >= +1 dB."""
+    step = next((r for r in results if r["curve"] == STEP_LEARNED and r["setting"] == f"budget {budget}"), None)
+    blocks = curves(results, "cachelab", "block_work_steps", unit="block").get(BLOCK_LEARNED)
+    work = None if step is None else step["block_work_steps"]
+    value = None if work is None or blocks is None else psnr_at(blocks, work)
+    margin = None if value is None else value - step["psnr"]
+    return dict(target="e", where=f"the block work of learned budget {budget}", block_work_steps=work,
+                step_level=None if step is None else step["psnr"], per_block=value, margin=margin,
+                verdict="PASS" if margin is not None and margin >= BLOCK_MARGIN else "MISS")
 
 
 def targets(results: list[dict], oracle_budgets: tuple[int, ...]) -> list[dict]:
+    """The verdicts. Computed steps ((c), (d)) measure the work of step-level rows only: their curves leave the
+    block and module rows out, which (e) compares at equal block work."""
     speed = {kind: curves(results, kind, "speedup") for kind in ("cachelab", "reference")}
-    steps = {kind: curves(results, kind, "computed_steps") for kind in ("cachelab", "reference", "bound")}
+    steps = {kind: curves(results, kind, "computed_steps", unit="step") for kind in ("cachelab", "reference", "bound")}
     forecaster = {name: curve for name, curve in steps["reference"].items() if name.startswith(CACHE_DIT_FORECAST)}
-    found = [fastest_target(results)]
+    found = [fastest_target(results, "a", GOOD)]
     at_speed = compare(speed["cachelab"], speed["reference"], AT_SPEEDUP)
     found.append(dict(target="b", where=f"{AT_SPEEDUP:g}x wall speedup", verdict=margin_verdict(at_speed), **at_speed))
     for budget in BUDGETS:
@@ -492,6 +507,8 @@ def targets(results: list[dict], oracle_budgets: tuple[int, ...]) -> list[dict]:
         oracle = {name: psnr_at(curve, budget) for name, curve in steps["bound"].items()}
         found.append(dict(target="d", where=f"{budget} computed steps", verdict="shown", oracle=oracle,
                           **compare(steps["cachelab"], forecaster, budget)))
+    found += [block_target(results, budget) for budget in BLOCK_BUDGETS]
+    found.append(fastest_target(results, "f", BETTER))
     return found
 
 
@@ -506,12 +523,18 @@ def side(value, method) -> str:
 def describe(target: dict) -> str:
     """One line per target, with its numbers."""
     name, where = target["target"], target["where"]
-    if name == "a":
+    if name in ("a", "f"):
         f = target["fastest"]
         fastest = "no deployable cachelab row reaches it" if f is None else (
             f"the fastest deployable cachelab row there is {f['curve']} {f['setting']}: {f['speedup']:.2f}x, "
-            f"{f['psnr']:.1f} dB, {f['computed_steps']:.1f} computed steps")
-        return f"(a) {target['verdict']} {where}: {fastest}"
+            f"{f['psnr']:.1f} dB, {f['computed_steps']:.1f} computed steps, block work {f['block_work_steps']:.1f}/{STEPS}")
+        return f"({name}) {target['verdict']} {where}: {fastest}"
+    if name == "e":
+        if target["step_level"] is None:
+            return f"(e) {target['verdict']} at {where}: no such row"
+        margin = "" if target["margin"] is None else f", margin {target['margin']:+.1f} dB (target +{BLOCK_MARGIN:g})"
+        return (f"(e) {target['verdict']} at {where} ({target['block_work_steps']:.2f}/{STEPS}): learned per block "
+                f"{db(target['per_block'])} vs learned {db(target['step_level'])}{margin}")
     ours = f"cachelab {side(target['cachelab'], target['cachelab_method'])}"
     theirs = side(target["reference"], target["reference_method"])
     if name == "d":
@@ -530,6 +553,10 @@ TWINS = {
     "cachelab dbcache F1B0 W0": "cache-dit DBCache F1B0 W0",
     "cachelab first_block taylor_order 1": "cache-dit DBCache F1B0 W0 + TaylorSeer order 1",
     "cachelab first_block taylor_order 2": "cache-dit DBCache F1B0 W0 + TaylorSeer order 2",
+    "cachelab taylorseer module W3": "diffusers TaylorSeer",
+    "cachelab pab": "diffusers PAB",
+    "cachelab faster_cache": "diffusers FasterCache",
+    "cachelab dbprune F1B0 W0": "cache-dit DBPrune F1B0 W0",
 }
 
 
@@ -541,7 +568,8 @@ def parity(results: list[dict]) -> list[str]:
         theirs = by_setting.get((TWINS.get(curve), setting))
         if theirs:
             lines.append(f"{curve} {setting} vs {theirs['curve']}: computed {ours['computed_steps']:.2f} / "
-                         f"{theirs['computed_steps']:.2f}, PSNR {ours['psnr']:.2f} / {theirs['psnr']:.2f} dB, "
+                         f"{theirs['computed_steps']:.2f}, block work {ours['block_work_steps']:.2f} / "
+                         f"{theirs['block_work_steps']:.2f}, PSNR {ours['psnr']:.2f} / {theirs['psnr']:.2f} dB, "
                          f"speedup {ours['speedup']:.2f}x / {theirs['speedup']:.2f}x")
     return lines
 
@@ -549,16 +577,18 @@ def parity(results: list[dict]) -> list[str]:
 # -- output ----------------------------------------------------------------------------------------
 
 def table(results: list[dict]) -> str:
-    lines = ["| method | setting | computed /28 | speedup | PSNR dB | SSIM |", "|---|---|---:|---:|---:|---:|"]
+    lines = ["| method | setting | computed /28 | block work /28 | speedup | PSNR dB | SSIM |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     order = {library: i for i, library in enumerate(LIBRARIES)}
     for r in sorted(results, key=lambda r: (order[r["library"]], r["curve"])):  # stable: settings keep their order
         name = r["curve"] + (" (bound, not deployable)" if r["kind"] == "bound" else "")
-        lines.append(f"| {name} | {r['setting']} | {r['computed_steps']:.1f} | {r['speedup']:.2f}x | "
-                     f"{r['psnr']:.1f} | {r['ssim']:.4f} |")
+        lines.append(f"| {name} | {r['setting']} | {r['computed_steps']:.1f} | {r['block_work_steps']:.1f} | "
+                     f"{r['speedup']:.2f}x | {r['psnr']:.1f} | {r['ssim']:.4f} |")
     return "\n".join(lines)
 
 
 def plot(results: list[dict], title: str, path: Path) -> None:
+    """PSNR against wall speedup and against block work, a line per method joining its settings."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -566,23 +596,26 @@ def plot(results: list[dict], title: str, path: Path) -> None:
 
     style = {"cachelab": "o-", "reference": "s--", "bound": "^:"}
     colors = plt.get_cmap("tab20")
-    figure, axes = plt.subplots(figsize=(11, 6.5))
-    lines = [(name, kind, curve) for kind in style
-             for name, curve in curves(results, kind, "speedup", by="computed_steps").items()]
-    for index, (name, kind, (speedups, psnrs)) in enumerate(lines):
-        color = colors((2 * index + 2 * index // 20) % 20)  # the dark shades of tab20 first, then the light
-        axes.plot(speedups, psnrs, style[kind], color=color, ms=4, lw=1.2,
-                  label=name + (" (bound)" if kind == "bound" else ""))
-    axes.axhline(GOOD, color="0.6", lw=0.8)
+    figure, panels = plt.subplots(1, 2, figsize=(16, 7), sharey=True)
+    lines = [(name, kind) for kind in style for name in curves(results, kind, "speedup")]
+    for axes, x in zip(panels, ("speedup", "block_work_steps")):
+        for index, (name, kind) in enumerate(lines):
+            xs, psnrs = curves(results, kind, x, by="block_work_steps")[name]
+            color = colors((2 * index + 2 * index // 20) % 20)  # the dark shades of tab20 first, then the light
+            axes.plot(xs, psnrs, style[kind], color=color, ms=4, lw=1.2, label=name + (" (bound)" if kind == "bound" else ""))
+        axes.axhline(GOOD, color="0.6", lw=0.8)
+        axes.axhline(BETTER, color="0.8", lw=0.8)
+        axes.grid(alpha=0.3)
     for speed in (AT_SPEEDUP, FAST):
-        axes.axvline(speed, color="0.6", lw=0.8)
-    axes.set_xlabel("wall speedup (median uncached / median cached); each line joins its settings by computed steps")
-    axes.set_ylabel("PSNR vs uncached (dB)")
-    axes.set_title(title)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+        panels[0].axvline(speed, color="0.6", lw=0.8)
+    panels[0].set_xlabel("wall speedup (median uncached / median cached pipeline call)")
+    panels[1].set_xlabel(f"block work computed, in uncached steps of {STEPS} (each block and module weighted by its time)")
+    panels[1].invert_xaxis()  # less work to the right, as higher speedups are
+    panels[0].set_ylabel("PSNR vs uncached (dB)")
+    figure.suptitle(title)
+    panels[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     figure.tight_layout()
-    figure.savefig(path, dpi=130)
+    figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
@@ -593,8 +626,12 @@ def report(results: list[dict], found: list[dict], setup: dict) -> str:
     data = "; ".join([calibration["data"], *(f"{name}: {data}" for name, data in calibration["by policy"].items())])
     header = (f"{setup['subject']}, one call per prompt, {setup['threads']} CPU thread; speedup = median of "
               f"{setup['rounds']} paired alternating uncached/cached passes over {setup['timing_prompts']} prompt(s). "
-              f"PSNR of all images vs uncached.\n\n"
-              f"Calibration (`{calibration['command']}`{took}): {data}.")
+              f"PSNR of all images vs uncached. Block work: the computed share of the transformer blocks' work, "
+              f"each block and module weighted by its median uncached time, from forward hooks (cachelab rows: "
+              f"from cachelab's trace, checked against the hooks), in uncached steps of {STEPS}; computed: "
+              f"transformer calls that skipped no block work.\n\n"
+              f"Calibration (`{calibration['command']}`{took}): {data}. Per-block plans: "
+              f"`cachelab/calibrate/learned_blocks.py` at {setup['learned_blocks']}.")
     verdicts = "\n".join(f"- {describe(t)}" for t in found)
     twins = "\n".join(f"- {line}" for line in parity(results)) or "- (no twin rows in this run)"
     return (f"{header}\n\n{table(results)}\n\n## Targets\n\n{verdicts}\n\n"
@@ -610,20 +647,34 @@ def write(results: list[dict], found: list[dict], setup: dict, out: Path) -> str
     return text
 
 
-def measure(model: Model, prompts: list[str], quick: bool, settings: dict, out: Path) -> tuple[list[dict], dict]:
-    """Every row's results, and the model's calibration record."""
+def measure(model: Model, prompts: list[str], quick: bool, settings: dict, out: Path, reuse: bool
+            ) -> tuple[list[dict], dict, dict]:
+    """Every row's results, the model's calibration record and each unit's share of the block work."""
     with cpu_threads(THREADS):
         pipe = plain_pipeline(model)
-        calibration = calibrate(pipe, model, prompts, quick, out)
-        counter = StepCounter(pipe.transformer)
+        calibration = calibrate(pipe, model, prompts, quick, out, reuse)
+        meter = BlockWork(pipe.transformer)
         calls = make_calls(prompts)
-        reference = run_pass(pipe, counter, calls).images
+        with meter.timing():
+            reference = run_pass(pipe, meter, calls).images
         results = []
-        for row in rows(model, calibration["policies"], quick):
-            results.append(r := evaluate(pipe, counter, row, calls, reference, settings))
-            print(f"{row.curve:48s} {row.setting:15s} {r['computed_steps']:5.1f} steps {r['speedup']:5.2f}x "
-                  f"{r['psnr']:5.1f} dB (timing spread {r['timing_spread']:.2f})", flush=True)
-    return results, calibration
+        for row in rows(model, calibration["policies"], quick, pipe):
+            results.append(r := evaluate(pipe, meter, row, calls, reference, settings))
+            print(f"{row.curve:48s} {row.setting:15s} {r['computed_steps']:5.1f} steps {r['block_work_steps']:5.1f} "
+                  f"work {r['speedup']:5.2f}x {r['psnr']:5.1f} dB (timing spread {r['timing_spread']:.2f})", flush=True)
+    return results, calibration, {key: round(share, 5) for key, share in meter.shares().items()}
+
+
+def commit_of(module) -> str:
+    """The commit that made ``module``'s file what it is, found by its content (the file may be a copy)."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    path = Path(module.__file__)
+    blob = git("hash-object", str(path))
+    found = git("log", "-1", "--format=%h %cs", f"--find-object={blob}", "--",
+                str(path.relative_to(Path(cachelab.__file__).parents[1])))
+    return found or f"uncommitted (blob {blob[:10]})"
 
 
 def summary(calibration: dict) -> dict:
@@ -639,18 +690,21 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a few rows, one timed prompt (about 2 minutes)")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: experiments/frontier, "
                         "experiments/frontier/shapes for shapes; below experiments/frontier/quick with --quick)")
+    parser.add_argument("--reuse-calibration", action="store_true", help="shapes: the calibration.json an earlier "
+                        "run fitted and wrote to the output folder, instead of fitting again")
     args = parser.parse_args()
     model = MODELS[args.model]
     out = args.out or HERE / ("quick" if args.quick else "") / model.folder
     settings = QUICK if args.quick else FULL
     prompts = model.prompts()
     started = time.perf_counter()
-    results, calibration = measure(model, prompts, args.quick, settings, out)
+    learned_blocks = commit_of(cachelab.calibrate.learned_blocks)
+    results, calibration, shares = measure(model, prompts, args.quick, settings, out, args.reuse_calibration)
     setup = dict(model=model.description,
                  subject=f"{model.title}, {len(prompts)} {model.noun} x seeds {', '.join(map(str, SEEDS))}, {STEPS} steps",
                  prompts=prompts, seeds=list(SEEDS), steps=STEPS,
                  calls="one per prompt; prompt i of seed s seeded s + i", threads=THREADS, **settings, quick=args.quick,
-                 calibration=summary(calibration),
+                 calibration=summary(calibration), learned_blocks=learned_blocks, block_work_shares=shares,
                  seconds=round(time.perf_counter() - started),
                  versions={m.__name__: m.__version__ for m in (torch, diffusers, cache_dit, cachelab)})
     found = targets(results, model.settings(ORACLE, args.quick))

@@ -13,16 +13,19 @@ import argparse
 import contextlib
 import functools
 import json
+import sys
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import torch
-from diffusers import WanPipeline
-from diffusers.hooks import (
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared harness
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from diffusers import WanPipeline  # noqa: E402
+from diffusers.hooks import (  # noqa: E402
     FasterCacheConfig,
     FirstBlockCacheConfig,
     MagCacheConfig,
@@ -30,11 +33,11 @@ from diffusers.hooks import (
     SeaCacheConfig,
     TaylorSeerCacheConfig,
 )
+from harness import ENABLE, Enabled, cache_dit_dbcache, psnr_at  # noqa: E402
 
-import cachelab
-from cachelab import metrics, zoo
-from cachelab.calibration import CALIBRATION_FILE
-from cachelab.policies import (
+from cachelab import metrics, zoo  # noqa: E402
+from cachelab.calibration import CALIBRATION_FILE  # noqa: E402
+from cachelab.policies import (  # noqa: E402
     DualBlockCache,
     FirstBlockCache,
     FixedInterval,
@@ -46,7 +49,7 @@ from cachelab.policies import (
     TeaCache,
     make_policy,
 )
-from cachelab.zoo.video_data import CALL_DEFAULTS, all_video_prompts
+from cachelab.zoo.video_data import CALL_DEFAULTS, all_video_prompts  # noqa: E402
 
 HERE = Path(__file__).parent
 STEPS = 30
@@ -63,45 +66,8 @@ class Row:
     library: str
     method: str
     setting: str
-    enable: Callable  # pipe -> context manager yielding a callable that prepares one call (or None)
+    enable: Callable  # pipe -> context manager yielding a harness.Enabled
     bound: bool = False
-
-
-@contextlib.contextmanager
-def with_cachelab(policy, pipe):
-    executor = cachelab.attach(pipe, policy)
-    try:
-        yield (lambda kwargs: executor.rehearse(lambda: pipe(**kwargs))) if policy.rehearses else None
-    finally:
-        cachelab.detach(pipe)
-
-
-@contextlib.contextmanager
-def with_diffusers(config, pipe):
-    pipe.transformer.enable_cache(config)
-    try:
-        yield None
-    finally:
-        pipe.transformer.disable_cache()
-
-
-@contextlib.contextmanager
-def with_cache_dit(configs, pipe):
-    import cache_dit
-
-    cache_dit.enable_cache(pipe, cache_config=configs[0], calibrator_config=configs[1])
-    try:
-        yield None
-    finally:
-        cache_dit.disable_cache(pipe)
-
-
-def cache_dit_dbcache(threshold, order=None):
-    from cache_dit import DBCacheConfig, TaylorSeerCalibratorConfig
-
-    config = DBCacheConfig(Fn_compute_blocks=1, Bn_compute_blocks=0, max_warmup_steps=0,
-                           residual_diff_threshold=threshold)
-    return config, order and TaylorSeerCalibratorConfig(taylorseer_order=order)
 
 
 def grid(pipe, ratios: list[float], quick: bool) -> list[Row]:
@@ -139,11 +105,10 @@ def grid(pipe, ratios: list[float], quick: bool) -> list[Row]:
         ("cache-dit", "DBCache F1B0 W0 + TaylorSeer order 1", "threshold",
          functools.partial(cache_dit_dbcache, order=1), (0.12, 0.4)),
     ]
-    enable = {"cachelab": with_cachelab, "diffusers": with_diffusers, "cache-dit": with_cache_dit}
     rows = []
     for library, method, knob, make, values in methods:
         for value in values[len(values) // 2:][:1] if quick else values:
-            rows.append(Row(library, method, f"{knob} {value}", functools.partial(enable[library], make(value)),
+            rows.append(Row(library, method, f"{knob} {value}", functools.partial(ENABLE[library], make(value)),
                             bound=method.startswith("oracle")))
     return rows
 
@@ -165,17 +130,19 @@ def calls() -> list[dict]:
     return [dict(prompt=prompt, generator=seed + i) for seed in SEEDS for i, prompt in enumerate(PROMPTS)]
 
 
+def call_kwargs(call: dict) -> dict:
+    return dict(ARGUMENTS, prompt=call["prompt"], generator=torch.Generator().manual_seed(call["generator"]))
+
+
 def run_pass(pipe, counter, todo: list[dict], row: Row | None = None):
     """(frames, seconds per call, computed steps per call: attention runs / 2 CFG branches)."""
     frames, seconds, computed = [], [], []
-    with row.enable(pipe) if row else contextlib.nullcontext() as prepare:
+    with row.enable(pipe) if row else contextlib.nullcontext(Enabled()) as cache:
         for call in todo:
-            kwargs = dict(ARGUMENTS, prompt=call["prompt"], generator=torch.Generator().manual_seed(call["generator"]))
-            if prepare:
-                prepare(dict(kwargs, generator=torch.Generator().manual_seed(call["generator"])))
+            cache.prepare(lambda: pipe(**call_kwargs(call)))
             counter.count = 0
             start = time.perf_counter()
-            frames.append(pipe(**kwargs).frames[0])
+            frames.append(pipe(**call_kwargs(call)).frames[0])
             seconds.append(time.perf_counter() - start)
             computed.append(counter.count / 2)
     return np.stack(frames), seconds, computed
@@ -195,13 +162,10 @@ def evaluate(pipe, counter, row: Row, reference: np.ndarray) -> dict:
                 speedup=metrics.speedup(uncached, cached), timing_spread=max(max(t) / min(t) for t in (uncached, cached)))
 
 
-def psnr_at(points: list[tuple[float, float]], steps: float) -> float | None:
-    """PSNR of a method's curve at `steps` computed steps (linear between its rows; None outside them)."""
+def along(points: list[tuple[float, float]]) -> tuple[list[float], list[float]]:
+    """(steps, PSNR) points as a curve for harness.psnr_at, by computed steps."""
     points = sorted(points)
-    xs = [x for x, _ in points]
-    if not points or steps < xs[0] or steps > xs[-1]:
-        return None
-    return float(np.interp(steps, xs, [y for _, y in points]))
+    return [x for x, _ in points], [y for _, y in points]
 
 
 def verdicts(results: list[dict]) -> dict:
@@ -213,8 +177,8 @@ def verdicts(results: list[dict]) -> dict:
             curves.setdefault(f"{r['library']} {r['method']}", []).append((r["computed_steps"], r["psnr"]))
     margins = {}
     for budget in BUDGETS:
-        learned = psnr_at(curves.get("cachelab learned", []), budget)
-        peers = {name: psnr_at(points, budget) for name, points in curves.items() if not name.startswith("cachelab")}
+        learned = psnr_at(along(curves.get("cachelab learned", [])), budget)
+        peers = {name: psnr_at(along(points), budget) for name, points in curves.items() if not name.startswith("cachelab")}
         peers = {name: value for name, value in peers.items() if value is not None}
         peer = max(peers, key=peers.get, default=None)
         margins[budget] = dict(learned=learned, best_peer=peer, peer_psnr=peer and peers[peer],
