@@ -121,7 +121,8 @@ class StepLoopExecutor:
         """Time a unit's work into ``costs`` (its first few computed calls only, where ``whole()``)."""
         call = self._call  # a call on half of a batched CFG batch is not a unit's whole cost
         return timed(self.costs, key, lambda: synchronize_device(self.transformer) if self.synchronize else None,
-                     lambda: whole() and (call is None or call.batch_share == 1))
+                     lambda: whole() and (call is None or call.batch_share == 1),
+                     lambda: next(self.transformer.parameters()).device.type == "cpu")
 
     # -- wrappers -----------------------------------------------------------------------------
 

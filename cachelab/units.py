@@ -126,20 +126,24 @@ class Costs:
 
 
 class timed:
-    """Context manager: adds the wall seconds of its body to ``costs`` for ``unit`` while it still wants samples
-    (and ``whole()`` says, at the end, that all of the unit's work ran)."""
+    """Context manager: adds the seconds of its body to ``costs`` for ``unit`` while it still wants samples
+    (and ``whole()`` says, at the end, that all of the unit's work ran). ``on_cpu()``: the module runs on the
+    CPU, where the process's CPU time is counted (wall time on a shared CPU also counts the time another
+    program held the core, more of it in long units than in short ones); on an accelerator, wall time."""
 
-    def __init__(self, costs: Costs, unit: str, synchronize, whole=lambda: True):
+    def __init__(self, costs: Costs, unit: str, synchronize, whole=lambda: True, on_cpu=lambda: False):
         self.costs, self.unit, self.synchronize, self.whole = costs, unit, synchronize, whole
         self.on = costs.wants(unit)
+        if self.on:
+            self.clock = time.process_time if on_cpu() else time.perf_counter
 
     def __enter__(self):
         if self.on:
             self.synchronize()
-            self.start = time.perf_counter()
+            self.start = self.clock()
 
     def __exit__(self, *exc):
         if self.on and exc[0] is None:
             self.synchronize()
             if self.whole():
-                self.costs.add(self.unit, time.perf_counter() - self.start)
+                self.costs.add(self.unit, self.clock() - self.start)
