@@ -84,8 +84,8 @@ def grid(pipe, ratios: list[float], quick: bool) -> list[Row]:
         ("cachelab", "seacache", "threshold", SeaCache, (0.2, 0.5)),
         ("cachelab", "learned", "budget", Learned, (4, 6, 8, 10)),
         ("cachelab", "pab", "spatial skip", lambda k: make_policy("pab", spatial_attention_block_skip_range=k), (2,)),
-        ("cachelab", "faster_cache", "spatial skip",
-         lambda k: make_policy("faster_cache", spatial_attention_block_skip_range=k), (2,)),
+        ("cachelab", "faster_cache (attention part)", "spatial skip",  # its CFG part: README, "FasterCache's CFG part"
+         lambda k: make_policy("faster_cache", spatial_attention_block_skip_range=k, is_guidance_distilled=True), (2,)),
         ("cachelab", "fora", "interval", lambda i: make_policy("fora", interval=i), (2, 3)),
         ("cachelab", "dbprune F1B0 W0", "threshold",
          lambda t: make_policy("dbprune", threshold=t, compute_first=1, compute_last=0, warmup_steps=0), (0.08,)),
