@@ -7,8 +7,7 @@ import torch
 import cachelab
 from cachelab import zoo
 from cachelab.calibrate import learned_policy
-from cachelab.calibrate.learned_blocks import (_moves, _stale_input, block_groups, block_runs, realised_error,
-                                               search_block_plans)
+from cachelab.calibrate.learned_blocks import _moves, _stale_input, block_groups, block_runs, realised_error, search_block_plans
 from cachelab.calibration import read_calibration
 from cachelab.policies import Learned
 from cachelab.schedules import Plan
