@@ -40,24 +40,43 @@ def lr_at(step: int, steps: int, lr: float, warmup: int = 50) -> float:
     return lr * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))))
 
 
+def optimise(parameters, batch_loss, steps: int, lr: float, start: float, name: str, *, betas=(0.9, 0.999),
+             clip: bool = True, log_every: int = 50, after_step=None, stop: int | None = None) -> list:
+    """AdamW (no weight decay) on ``batch_loss()`` with ``lr_at``'s schedule over ``steps`` steps, ending after
+    ``stop`` of them (default: all); gradients clipped at norm 1 where ``clip``; ``after_step(step)`` runs after
+    every optimiser step. Returns the loss every ``log_every`` steps and at the last. The loop of every model
+    these recipes train (experiments/train_shapes and train_video_digits use it too)."""
+    parameters = list(parameters)
+    opt = torch.optim.AdamW(parameters, lr=lr, betas=betas, weight_decay=0.0)
+    history = []
+    for step in range(min(stop or steps, steps)):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, steps, lr)
+        loss = batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        opt.step()
+        if after_step is not None:
+            after_step(step)
+        if step % log_every == 0 or step == steps - 1:
+            history.append((step, round(loss.item(), 5)))
+            log(start, f"{name} step {step}/{steps} loss {loss.item():.5f}")
+    return history
+
+
 def train_vae(vae, images: torch.Tensor, steps: int, batch: int, gen: torch.Generator, start: float) -> list:
     """images: (N, 3, 32, 32) in [-1, 1]. MSE reconstruction + a small KL term."""
     vae.train().requires_grad_(True)
-    opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
-    history = []
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, 2e-3)
+
+    def batch_loss():
         x = images[torch.randint(len(images), (batch,), generator=gen)]
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=gen)).sample
-        loss = F.mse_loss(recon, x) + 1e-5 * posterior.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 100 == 0 or step == steps - 1:
-            history.append((step, round(loss.item(), 5)))
-            log(start, f"vae step {step}/{steps} loss {loss.item():.5f}")
+        return F.mse_loss(recon, x) + 1e-5 * posterior.kl().mean()
+
+    history = optimise(vae.parameters(), batch_loss, steps, 2e-3, start, "vae", clip=False, log_every=100)
     vae.eval().requires_grad_(False)
     return history
 
@@ -117,31 +136,22 @@ def train_transformer(pipe, latents, labels, steps: int, batch: int, lr: float, 
 
 
 def train_with_ema(model, batch_loss, steps: int, lr: float, start: float, snapshot=None, stop: int | None = None):
-    """AdamW (betas 0.9, 0.99) on ``batch_loss(model)`` with ``lr_at``'s schedule over ``steps`` steps, gradients
-    clipped at 1, and an EMA of the weights (decay min(0.998, (1 + step) / (10 + step))); training ends after
-    ``stop`` steps (default: all). Returns the EMA and the loss every 50 steps; ``snapshot(step, ema)`` runs after
+    """``optimise`` (betas 0.9, 0.99) on ``batch_loss(model)`` with an EMA of the weights (decay
+    min(0.998, (1 + step) / (10 + step))). Returns the EMA and the loss history; ``snapshot(step, ema)`` runs after
     every step. Shared with experiments/train_video_digits."""
     model = model.train().requires_grad_(True)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    history = []
-    for step in range(min(stop or steps, steps)):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, lr)
-        loss = batch_loss(model)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+
+    @torch.no_grad()
+    def update_ema(step):
         decay = min(0.998, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1 - decay)
-        if step % 50 == 0 or step == steps - 1:
-            history.append((step, round(loss.item(), 5)))
-            log(start, f"transformer step {step}/{steps} loss {loss.item():.5f}")
+        for p_ema, p in zip(ema.parameters(), model.parameters()):
+            p_ema.lerp_(p, 1 - decay)
         if snapshot is not None:
             snapshot(step + 1, ema)
+
+    history = optimise(model.parameters(), lambda: batch_loss(model), steps, lr, start, "transformer", betas=(0.9, 0.99),
+                       after_step=update_ema, stop=stop)
     return ema, history
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train_digits"))  # the digits recipe's training loop
 
-from train_digits import log, lr_at, train_with_ema, with_transformer  # noqa: E402
+from train_digits import log, optimise, train_with_ema, with_transformer  # noqa: E402
 from video_architecture import SCHEDULER_CONFIG, build_pipeline  # noqa: E402
 
 from cachelab import zoo  # noqa: E402
@@ -64,23 +64,15 @@ def straight_through_clamp():
 def train_vae(vae, tiles, steps: int, batch: int, gen, start: float) -> list:
     """MSE reconstruction of random clips + a small KL term."""
     vae.train().requires_grad_(True)
-    opt = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
-    history = []
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, 2e-3)
+
+    def batch_loss():
         x, _, _ = random_clips(tiles, batch, gen)
         posterior = vae.encode(x).latent_dist
         with straight_through_clamp():
             recon = vae.decode(posterior.sample(generator=gen)).sample
-        loss = F.mse_loss(recon, x) + 1e-5 * posterior.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        if step % 50 == 0 or step == steps - 1:
-            history.append((step, round(loss.item(), 5)))
-            log(start, f"vae step {step}/{steps} loss {loss.item():.5f}")
+        return F.mse_loss(recon, x) + 1e-5 * posterior.kl().mean()
+
+    history = optimise(vae.parameters(), batch_loss, steps, 2e-3, start, "vae")
     vae.eval().requires_grad_(False)
     return history
 
@@ -93,24 +85,16 @@ def finetune_decoder(vae, tiles, steps: int, batch: int, seed: int, start: float
     decoder = [p for name, p in vae.named_parameters() if name.startswith(("decoder.", "post_quant_conv."))]
     for p in decoder:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(decoder, lr=1e-3, weight_decay=0.0)
-    history = []
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, 1e-3)
+
+    def batch_loss():
         x, _, _ = random_clips(tiles, batch, gen)
         with torch.no_grad():
             latents = vae.encode(x).latent_dist.sample(generator=gen)
         with straight_through_clamp():
             recon = vae.decode(latents).sample
-        loss = F.mse_loss(recon, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(decoder, 1.0)
-        opt.step()
-        if step % 50 == 0 or step == steps - 1:
-            history.append((step, round(loss.item(), 5)))
-            log(start, f"decoder step {step}/{steps} loss {loss.item():.5f}")
+        return F.mse_loss(recon, x)
+
+    history = optimise(decoder, batch_loss, steps, 1e-3, start, "decoder")
     vae.eval().requires_grad_(False)
     return history
 
