@@ -10,6 +10,8 @@ import contextlib
 import os
 import statistics
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -22,6 +24,27 @@ from cache_dit import DBCacheConfig, DBPruneConfig, TaylorSeerCalibratorConfig  
 import cachelab  # noqa: E402
 from cachelab.models.specs import blocks_of, spec_for  # noqa: E402
 from cachelab.units import ROLES, block_unit, module_sites  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Row:
+    """One measured setting of a frontier: its library, method, setting and how to switch it on."""
+
+    library: str
+    method: str
+    setting: str
+    enable: Callable  # pipe -> context manager yielding an Enabled
+    bound: bool = False
+    unit: str = "step"
+
+    @property
+    def curve(self) -> str:
+        return f"{self.library} {self.method}"
+
+    @property
+    def kind(self) -> str:
+        return "bound" if self.bound else "cachelab" if self.library == "cachelab" else "reference"
+
 
 # -- caches: how each library enables and disables one --------------------------------------------
 

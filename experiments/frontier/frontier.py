@@ -48,7 +48,7 @@ from diffusers import (  # noqa: E402
     PyramidAttentionBroadcastConfig,
     TaylorSeerCacheConfig,
 )
-from harness import ENABLE, BlockWork, Enabled, cache_dit_dbcache, cache_dit_dbprune, psnr_at  # noqa: E402
+from harness import ENABLE, BlockWork, Enabled, Row, cache_dit_dbcache, cache_dit_dbprune, psnr_at  # noqa: E402
 
 import cachelab  # noqa: E402
 from cachelab import metrics, zoo  # noqa: E402
@@ -112,24 +112,6 @@ class Method:
     @property
     def curve(self) -> str:
         return f"{self.library} {self.name}"
-
-
-@dataclass(frozen=True)
-class Row:
-    library: str
-    method: str
-    setting: str
-    enable: Callable  # pipe -> context manager yielding a harness.Enabled
-    bound: bool = False
-    unit: str = "step"
-
-    @property
-    def curve(self) -> str:
-        return f"{self.library} {self.method}"
-
-    @property
-    def kind(self) -> str:
-        return "bound" if self.bound else "cachelab" if self.library == "cachelab" else "reference"
 
 
 def methods(model: str, policies: dict, pipe) -> list[Method]:

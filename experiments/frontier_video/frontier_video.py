@@ -16,9 +16,7 @@ import json
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # experiments/: the shared harness
 
@@ -33,7 +31,7 @@ from diffusers.hooks import (  # noqa: E402
     SeaCacheConfig,
     TaylorSeerCacheConfig,
 )
-from harness import ENABLE, Enabled, cache_dit_dbcache, psnr_at  # noqa: E402
+from harness import ENABLE, Enabled, Row, cache_dit_dbcache, psnr_at  # noqa: E402
 
 from cachelab import metrics, zoo  # noqa: E402
 from cachelab.calibration import CALIBRATION_FILE  # noqa: E402
@@ -59,15 +57,6 @@ ARGUMENTS = dict(num_inference_steps=STEPS, output_type="np", guidance_scale=5.0
 ROUNDS, TIMED = 3, 1  # paired timing: rounds x (uncached, cached) passes over the first TIMED calls
 SAFE_PSNR = 35.0
 BUDGETS = (6, 8)
-
-
-@dataclass(frozen=True)
-class Row:
-    library: str
-    method: str
-    setting: str
-    enable: Callable  # pipe -> context manager yielding a harness.Enabled
-    bound: bool = False
 
 
 def grid(pipe, ratios: list[float], quick: bool) -> list[Row]:
