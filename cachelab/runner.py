@@ -229,8 +229,9 @@ def generate(pipe, calls: list[Call | Batch], policy=None, *, desc: str, quiet: 
             output = pipe(**call.kwargs())
             synchronize_device(pipe.transformer)
             seconds.append(time.perf_counter() - start)
-            images.extend(samples(output))
-            traces.extend([list(executor.trace) if executor else []] * (len(call.calls) if isinstance(call, Batch) else 1))
+            count = len(call.calls) if isinstance(call, Batch) else 1
+            images.extend(samples(output)[:count])
+            traces.extend([list(executor.trace) if executor else []] * count)
     finally:
         if executor is not None:
             detach(pipe)
