@@ -12,6 +12,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from .. import parallel
+from ..forecasters import Forecaster, LinearForecaster, Reuse, make_forecaster
 
 #: Signals the executor can compute for a policy, before the policy decides.
 #: ``head_residual``: image-stream output minus input of the first ``head_blocks`` blocks.
@@ -132,6 +133,18 @@ class UncondFromCond:
 
 #: Field metadata for a dataclass policy's constructor argument that ``params()`` leaves out of records.
 NOT_RECORDED = {"recorded": False}
+#: ... and for one that records leave out while it has its default (the stand-in knobs, which came later).
+RECORDED_UNLESS_DEFAULT = {"recorded": "unless default"}
+
+
+@dataclass(eq=False, repr=False)
+class Forecasts:
+    """The stand-in knobs of the built-in triggers: ``forecaster`` (a name in ``cachelab.forecasters.FORECASTERS``
+    or a ``Forecaster``) stands in for every unit the trigger skips, ``forecaster_order`` is the order of the
+    Taylor and Hermite expansions. Keyword-only, so the triggers' positional arguments stay as they were."""
+
+    forecaster: Any = field(default="reuse", kw_only=True, metadata=RECORDED_UNLESS_DEFAULT)
+    forecaster_order: int = field(default=1, kw_only=True, metadata=RECORDED_UNLESS_DEFAULT)
 
 
 class CachePolicy(abc.ABC):
@@ -217,6 +230,24 @@ class CachePolicy(abc.ABC):
     def decide(self, ctx: StepContext) -> Decision:
         """Answer for one transformer call."""
 
+    @property
+    def stand_in_rule(self) -> Forecaster:
+        """The policy's stand-in (``cachelab.forecasters``), from its ``forecaster`` knob; ``reuse`` without one."""
+        rule = self.__dict__.get("_stand_in_rule")
+        if rule is None:
+            value = getattr(self, "forecaster", "reuse")
+            rule = value if isinstance(value, Forecaster) else make_forecaster(value, getattr(self, "forecaster_order", 1))
+            self.__dict__["_stand_in_rule"] = rule
+        return rule
+
+    def skip(self, ctx: StepContext, signal: float | None = None) -> Decision:
+        """Stand in for the unit with the policy's forecaster: a linear one's weights over the unit's kept outputs,
+        or (``reuse``, and stateful forecasters such as ``foca`` and ``dmd``, which the runtime runs) no weights."""
+        rule = self.stand_in_rule
+        if isinstance(rule, LinearForecaster) and not isinstance(rule, Reuse) and ctx.computed_steps:
+            return forecast(rule.weights(ctx.computed_steps, ctx.step), signal)
+        return reuse(signal)
+
     def uncond_from_cond(self):
         """Where the pipeline runs CFG: an ``UncondFromCond`` saying at which steps the executor
         builds the unconditional output from the conditional one instead of computing it; ``None``: never."""
@@ -231,7 +262,12 @@ class CachePolicy(abc.ABC):
         those marked ``NOT_RECORDED``); nothing for a plain subclass unless it overrides this."""
         if not dataclasses.is_dataclass(self):
             return {}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.metadata.get("recorded", True)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and _recorded(f, getattr(self, f.name))}
+
+
+def _recorded(field_: dataclasses.Field, value: Any) -> bool:
+    recorded = field_.metadata.get("recorded", True)
+    return value != field_.default if recorded == "unless default" else recorded
 
 
 def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .base import CachePolicy, Decision, StepContext, check_number, compute, relative_l1, reuse
+from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute, relative_l1
 from .registry import register_policy
 
 _DYNAMIC_DIFFS = 5  # the dynamic threshold averages the first diffs of the step (cache-dit's choice)
@@ -12,7 +12,7 @@ _DYNAMIC_DIFFS = 5  # the dynamic threshold averages the first diffs of the step
 
 @register_policy("dbprune")
 @dataclass(eq=False, repr=False)
-class DBPrune(CachePolicy):
+class DBPrune(CachePolicy, Forecasts):
     """Per block: skip it (add its residual from its last computed step) when its input moved less than
     ``threshold`` (relative L1) from its input at that step. The first ``compute_first`` and last
     ``compute_last`` blocks and ``non_prune_blocks`` always run; so does every block in the first
@@ -63,7 +63,7 @@ class DBPrune(CachePolicy):
         change = relative_l1(current, previous)
         self.changes.setdefault(ctx.step, []).append(change)
         if change < threshold:
-            return reuse(change)
+            return self.skip(ctx, change)
         self.inputs[ctx.unit] = current
         return compute(change)
 

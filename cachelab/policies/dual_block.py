@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from .base import Decision, StepContext, check_number, compute
+from .base import Decision, Forecasts, StepContext, check_number, compute
 from .first_block import HeadResidualChange
 from .registry import register_policy
 
@@ -14,7 +14,7 @@ def _limit(name: str, value: int) -> int:
 
 @register_policy("dbcache")
 @dataclass(eq=False, repr=False)
-class DualBlockCache(HeadResidualChange):
+class DualBlockCache(HeadResidualChange, Forecasts):
     """Run the first ``compute_first`` blocks and compare their residual as First Block Cache does;
     on a reused step, apply the cached residual of the middle blocks and still run the last
     ``compute_last`` blocks. The first ``warmup_steps`` steps compute; at most ``max_cached_steps``

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from .base import CachePolicy, Decision, StepContext, check_number, compute, forecast, relative_l1, reuse
+from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute, forecast, relative_l1
 from .registry import register_policy
 from .taylor import taylor_weights
 
@@ -41,12 +41,12 @@ class HeadResidualChange(CachePolicy):
             return compute(change)
         if self.taylor_order:
             return forecast(taylor_weights(ctx.computed_steps, ctx.step, self.taylor_order), change)
-        return reuse(change)
+        return self.skip(ctx, change)
 
 
 @register_policy("first_block")
 @dataclass(eq=False, repr=False)
-class FirstBlockCache(HeadResidualChange):
+class FirstBlockCache(HeadResidualChange, Forecasts):
     """Run block 0; compute the rest when its residual moved more than ``threshold`` (relative L1)
     from the residual of the last computed step. ``taylor_order`` > 0 forecasts the skipped steps'
     residual with a Taylor expansion over the last computed steps instead of reusing the newest."""

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from .base import CachePolicy, Decision, StepContext, check_number, compute, reuse
+from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute
 from .registry import register_policy
 
 
@@ -24,11 +24,11 @@ class IntervalSchedule(CachePolicy):
 
 @register_policy("fixed_interval")
 @dataclass(eq=False, repr=False)
-class FixedInterval(IntervalSchedule):
+class FixedInterval(IntervalSchedule, Forecasts):
     """Compute the first ``warmup_steps`` steps, then every ``interval``-th step, and the last step."""
 
     interval: int = 2
     warmup_steps: int = 0
 
     def decide(self, ctx: StepContext) -> Decision:
-        return compute() if self.scheduled(ctx) else reuse()
+        return compute() if self.scheduled(ctx) else self.skip(ctx)

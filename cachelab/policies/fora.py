@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .base import CachePolicy, Decision, StepContext, check_number, compute, reuse
+from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute
 from .registry import register_policy
 
 
 @register_policy("fora")
 @dataclass(eq=False, repr=False)
-class Fora(CachePolicy):
+class Fora(CachePolicy, Forecasts):
     """Fast-FORward cAching, FORA's static caching: every attention module (self, joint and cross attention) and
     every feed-forward of every block recomputes its output at the first ``warmup_steps`` steps and then every
     ``interval``-th step (``(step - warmup_steps) % interval == 0``), and reuses that output for the ``interval - 1``
@@ -32,4 +32,4 @@ class Fora(CachePolicy):
         if not ctx.computed_steps:
             return compute()
         after_warmup = ctx.step - self.warmup_steps
-        return compute() if after_warmup < 0 or after_warmup % self.interval == 0 else reuse()
+        return compute() if after_warmup < 0 or after_warmup % self.interval == 0 else self.skip(ctx)

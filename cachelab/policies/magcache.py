@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .base import CachePolicy, Decision, StepContext, check_number, compute, reuse
+from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute
 from .registry import register_policy
 
 # Published MagCache magnitude ratios (Zehong-Ma/MagCache) for FLUX.1-dev at 28 steps.
@@ -31,7 +31,7 @@ def resample(ratios: Sequence[float], length: int) -> list[float]:
 
 @register_policy("magcache")
 @dataclass(eq=False, repr=False)
-class MagCache(CachePolicy):
+class MagCache(CachePolicy, Forecasts):
     """After the first ``retention_ratio`` of the steps, multiply the per-step magnitude ratios
     (residual norm of step t over step t-1, from one calibration run) and add up ``|1 - product|``;
     reuse the residual of all blocks while that error stays within ``threshold`` and at most
@@ -79,7 +79,7 @@ class MagCache(CachePolicy):
             self.accumulated_error += abs(1.0 - self.accumulated_ratio)
             error = self.accumulated_error if self.cached else None  # nothing cached yet: nothing to compare
             if error is not None and error <= self.threshold and self.accumulated_steps <= self.max_skip_steps:
-                return reuse(error)
+                return self.skip(ctx, error)
             self.accumulated_ratio, self.accumulated_error, self.accumulated_steps = 1.0, 0.0, 0
             self.cached = True
             return compute(error)

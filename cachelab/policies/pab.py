@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from numbers import Real
 
-from .base import CachePolicy, Decision, StepContext, check_number, compute, reuse
+from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute
 from .registry import register_policy
 
 #: Which module role (``cachelab.units.ROLES``) each kind of attention of PAB decides for.
@@ -41,7 +41,7 @@ def timestep_range(name: str, value) -> tuple[float, float]:
 
 @register_policy("pab")
 @dataclass(eq=False, repr=False)
-class PyramidAttentionBroadcast(OneTimestepPerStep, CachePolicy):
+class PyramidAttentionBroadcast(OneTimestepPerStep, CachePolicy, Forecasts):
     """Recompute each attention module every ``*_block_skip_range`` steps and reuse its newest output in between,
     only while the scheduler's timestep lies strictly inside ``*_timestep_skip_range``; outside it, and at the
     first step, it computes. The feed-forward modules always run. Arguments as diffusers'
@@ -90,4 +90,4 @@ class PyramidAttentionBroadcast(OneTimestepPerStep, CachePolicy):
         inside = low < self.step_timestep(ctx) < high
         if not ctx.computed_steps or ctx.step == 0 or not inside or ctx.step % skip_range == 0:
             return compute()
-        return reuse()
+        return self.skip(ctx)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import CachePolicy, Decision, StepContext, check_number, compute, forecast, register_call_signal, reuse
+from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute, forecast, register_call_signal
 from .registry import register_policy
 
 #: Wan's transformer takes timestep = sigma * num_train_timesteps (1000) of the flow-matching schedule.
@@ -82,7 +82,7 @@ def mean_relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:
 
 @register_policy("seacache")
 @dataclass(eq=False, repr=False)
-class SeaCache(CachePolicy):
+class SeaCache(CachePolicy, Forecasts):
     """Skip while the accumulated relative L1 change of the SEA indicator stays below ``threshold``; compute the
     first ``retention_steps`` and last ``cache_end_steps`` steps and after ``max_consecutive_cached`` skips in a row
     (0: no limit). A skipped step reuses the residual of all blocks (``residual_order=0``) or extrapolates it
@@ -149,6 +149,6 @@ class SeaCache(CachePolicy):
     def _stand_in(self, ctx: StepContext, signal: float) -> Decision:
         steps = ctx.computed_steps
         if self.residual_order == 0 or len(steps) < 2:
-            return reuse(signal)
+            return self.skip(ctx, signal)
         scale = (ctx.step - steps[0]) / (steps[0] - steps[1])
         return forecast((1.0 + scale, -scale), signal)

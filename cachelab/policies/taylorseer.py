@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
-import numpy as np
-
-from .base import Decision, StepContext, check_number, compute, forecast, reuse
+from ..forecasters import Forecaster, Taylor, TaylorDiffusers, make_forecaster
+from .base import RECORDED_UNLESS_DEFAULT, Decision, Forecasts, StepContext, check_number, compute
 from .fixed_interval import IntervalSchedule
 from .registry import register_policy
-from .taylor import taylor_weights
 
 #: Where TaylorSeer decides: once per call for all blocks, or per attention module.
 TAYLORSEER_UNITS = ("step", "module")
@@ -19,7 +16,7 @@ TAYLORSEER_UNITS = ("step", "module")
 
 @register_policy("taylorseer")
 @dataclass(eq=False, repr=False)
-class TaylorSeer(IntervalSchedule):
+class TaylorSeer(IntervalSchedule, Forecasts):
     """``unit="step"``: compute the first ``warmup_steps`` steps, every ``interval``-th step after them and the
     last step; forecast the residual of all blocks in between with the Taylor expansion of ``order`` over the
     last ``order + 1`` computed steps (``order=0`` reuses: ``FixedInterval``).
@@ -39,6 +36,8 @@ class TaylorSeer(IntervalSchedule):
     order: int = 1
     warmup_steps: int = 0
     unit: str = "step"
+    #: None: Taylor (see ``stand_in_rule``); any other forecaster's name replaces it.
+    forecaster: Any = field(default=None, kw_only=True, metadata=RECORDED_UNLESS_DEFAULT)
 
     roles = ("attn",)
 
@@ -52,37 +51,29 @@ class TaylorSeer(IntervalSchedule):
     def history(self) -> int:
         return self.order + 1
 
+    @property
+    def stand_in_rule(self) -> Forecaster:
+        """Taylor of ``order`` in the unit's convention (cache-dit's for steps, diffusers' for modules; ``order=0``
+        reuses), or the ``forecaster`` named instead, of the same order."""
+        if self.forecaster is None:
+            return make_forecaster("reuse") if self.order == 0 else (Taylor if self.unit == "step" else TaylorDiffusers)(self.order)
+        return self.forecaster if isinstance(self.forecaster, Forecaster) else make_forecaster(self.forecaster, max(1, self.order))
+
     def decide(self, ctx: StepContext) -> Decision:
         if self.unit == "module":
             return self._decide_module(ctx)
         if self.scheduled(ctx):
             return compute()
-        if self.order == 0:
-            return reuse()
-        return forecast(taylor_weights(ctx.computed_steps, ctx.step, self.order))
+        return self.skip(ctx)
 
     def _decide_module(self, ctx: StepContext) -> Decision:
         if not ctx.computed_steps:
             return compute()
         if ctx.step < self.warmup_steps or (ctx.step - self.warmup_steps - 1) % self.interval == 0:
             return compute()
-        if self.order == 0:
-            return reuse()
-        return forecast(divided_difference_weights(ctx.computed_steps, ctx.step, self.order))
+        return self.skip(ctx)
 
 
 def divided_difference_weights(steps: Sequence[int], target: int, order: int) -> list[float]:
-    """The Taylor forecast of step ``target`` over the outputs computed at ``steps`` (newest first) as weights:
-    on every computed step D_0 = F and D_(i+1) = (D_i - D_i at the previous computed step) / (their distance),
-    for every order the previous computed step has (diffusers' ``TaylorSeerState``); the forecast at distance
-    d from the newest computed step is sum_i D_i d^i / i!."""
-    steps = list(steps)[: order + 1]
-    count = len(steps)
-    older: list[np.ndarray] = []  # D_i at the previous computed step, as weights over the outputs
-    for k in reversed(range(count)):
-        ladder = [np.eye(count)[k]]
-        for i in range(min(order, len(older))):
-            ladder.append((ladder[i] - older[i]) / (steps[k] - steps[k + 1]))
-        older = ladder
-    distance = target - steps[0]
-    return [float(w) for w in sum(term * distance**i / math.factorial(i) for i, term in enumerate(older))]
+    """diffusers' Taylor factors as weights over the outputs computed at ``steps`` (newest first)."""
+    return TaylorDiffusers(order).weights(steps, target)

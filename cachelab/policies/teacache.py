@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from .base import CachePolicy, Decision, StepContext, check_number, compute, relative_l1, reuse
+from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute, relative_l1
 from .registry import register_policy
 
 # Published TeaCache coefficients (ali-vilab/TeaCache), highest degree first.
@@ -29,7 +29,7 @@ def rescale(coefficients: Sequence[float], x: float) -> float:
 
 @register_policy("teacache")
 @dataclass(eq=False, repr=False)
-class TeaCache(CachePolicy):
+class TeaCache(CachePolicy, Forecasts):
     """Skip while the accumulated rescaled relative L1 change of the first block's modulated input
     stays below ``threshold``. First and last steps always compute. Signal: that accumulated change,
     the sum up to and including this call (``None`` on the first and last steps).
@@ -73,6 +73,6 @@ class TeaCache(CachePolicy):
         self.accumulated += rescale(self.coefficients, change)
         accumulated = self.accumulated
         if accumulated < self.threshold:
-            return reuse(accumulated)
+            return self.skip(ctx, accumulated)
         self.accumulated = 0.0
         return compute(accumulated)
