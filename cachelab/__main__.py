@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from . import launch
 from .config import ConfigError, config_dir, validate
 from .config_argument import expand_config_argument
+from .config_choices import check_group_choices
 from .notices import silence_notices
 from .tracking.provenance import provenance
 from .tracking.results import differing_keys, finished_config, save_job
@@ -99,6 +100,7 @@ def _follow_rank_zero(run, sweep: bool) -> None:
 if __name__ == "__main__":
     try:
         sys.argv[1:] = expand_config_argument(sys.argv[1:])
+        check_group_choices(sys.argv[1:], config_dir(), "config")
     except ConfigError as error:
         if launch.is_writer():
             print(f"cachelab: error: {error}", file=sys.stderr)

@@ -38,10 +38,33 @@ def test_bad_input_fails_with_one_line(tmp_path, override, message):
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and done.stderr.startswith(message)
 
 
-def test_an_unknown_option_lists_the_options(tmp_path):
-    done = run_cli(["policy=nope", "logger=none"], cwd=tmp_path)
-    assert done.returncode != 0 and "Traceback" not in done.stderr
-    assert "Could not find 'policy/nope'" in done.stderr and "first_block" in done.stderr
+@pytest.mark.parametrize("module, arguments, message", [
+    ("cachelab", ["policy=first_blok"], "cachelab: error: policy=first_blok: no such policy (nearest: first_block); the choices are "),
+    ("cachelab", ["-m", "policy=first_block,teacahe"], "cachelab: error: policy=teacahe: no such policy (nearest: teacache)"),
+    ("cachelab", ["model=flxu"], "cachelab: error: model=flxu: no such model (nearest: flux); the choices are cogvideox, "),
+    ("cachelab", ["logger=wand"], "cachelab: error: logger=wand: no such logger (nearest: wandb); the choices are none, wandb"),
+    ("cachelab", ["experiment=fbc_threshold"],
+     "cachelab: error: experiment=fbc_threshold: no such experiment (nearest: fbc_threshold_sweep)"),
+    ("cachelab", ["experiment=fbc_vs_fixed_interval", "variant=fbc_vs_fixed_interval/fixed_interval_9"],
+     "cachelab: error: variant=fbc_vs_fixed_interval/fixed_interval_9: no such variant (nearest: fbc_vs_fixed_interval/fixed_"),
+    ("cachelab", ["-m", "hydra/launcher=jobib"], "cachelab: error: hydra/launcher=jobib: no such hydra/launcher (nearest: joblib)"),
+    ("cachelab.tune", ["target.psnr=40", "policy=nonesuch"], "cachelab.tune: error: policy=nonesuch: no such policy (nearest: "),
+    ("cachelab.calibrate", ["model=digitz"], "cachelab.calibrate: error: model=digitz: no such model (nearest: digits)"),
+])
+def test_an_unknown_group_choice_is_one_line_naming_the_choices_and_the_nearest(tmp_path, module, arguments, message):
+    done = run_cli([*arguments, "logger=none", f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep"], cwd=tmp_path,
+                   module=module)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and done.stderr.startswith(message), done.stderr
+    assert not (tmp_path / "run").exists() and not (tmp_path / "sweep").exists()  # stopped before any job
+
+
+def test_a_choice_from_the_users_own_config_folder_is_among_the_choices(tmp_path):
+    (tmp_path / "my_conf" / "policy").mkdir(parents=True)
+    (tmp_path / "my_conf" / "policy" / "skip_every_third.yaml").write_text("name: skip_every_third\nmodule: my_policies\n")
+    done = run_cli([f"hydra.searchpath=[file://{tmp_path}/my_conf]", "policy=skip_every_thrid", "logger=none",
+                    f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    assert done.returncode == 2 and "(nearest: skip_every_third)" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_the_documented_command_without_weights_fails_fast(tmp_path):

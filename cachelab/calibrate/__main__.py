@@ -14,6 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from .. import launch
 from ..config import ConfigError, RunConfig, check_calibrate, config_dir, validate
+from ..config_choices import check_group_choices
 from .learned import learned_plans
 from .learned_blocks import learned_block_plans
 from .signals import magcache_ratios, teacache_coefficients
@@ -73,5 +74,11 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
+    try:
+        check_group_choices(sys.argv[1:], config_dir(), "config")
+    except ConfigError as error:
+        if launch.is_writer():
+            print(f"cachelab.calibrate: error: {error}", file=sys.stderr)
+        sys.exit(2)
     sys.argv.extend(launch.hydra_overrides_for_other_ranks(sys.argv[1:]))
     main()

@@ -13,6 +13,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 
 from ..config import ConfigError, config_dir
+from ..config_choices import check_group_choices
 from ..tracking import sweep  # noqa: F401  (registers the resolvers of hydra.run.dir)
 from . import plan, targets
 from .settings import split
@@ -97,4 +98,9 @@ def main(cfg) -> None:
 
 
 if __name__ == "__main__":
+    try:
+        check_group_choices(sys.argv[1:], config_dir(), "tune")
+    except ConfigError as error:
+        print(f"cachelab.tune: error: {error}", file=sys.stderr)
+        sys.exit(2)
     main()
