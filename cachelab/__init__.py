@@ -1,7 +1,8 @@
 """cachelab: caching policies for diffusion-transformer inference."""
 
 from . import zoo  # the embedded digits model: cachelab.zoo.load_pipeline() after a plain `import cachelab`
-from .executor import StepLoopExecutor, StepRecord, attach, detach
+from .engine.attach import attach, detach
+from .engine.executor import StepLoopExecutor, StepRecord
 from .models.specs import ModelSpec, register_spec
 from .policies import (
     CachePolicy,

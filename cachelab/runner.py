@@ -23,9 +23,10 @@ from tqdm.auto import tqdm
 
 from . import launch, metrics
 from .calibration import use_calibration_file
-from .compile import compile_blocks
 from .config import ConfigError, RunConfig, make_run_policy, metric_function, read_prompt_file
-from .executor import attach, detach, synchronize_device
+from .engine.attach import attach, detach
+from .engine.compile import compile_blocks
+from .engine.executor import synchronize_device
 from .memory import peak_memory
 from .models.loading import load_pipeline, locate
 

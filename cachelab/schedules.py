@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from .engine.parallel import reduce_sums
 from .forecasters.taylor import taylor_weights
-from .parallel import reduce_sums
 
 #: weights(kept steps newest first, skipped step) -> weights over the kept residuals
 Estimator = Callable[[tuple[int, ...], int], Sequence[float]]

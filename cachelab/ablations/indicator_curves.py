@@ -19,7 +19,7 @@ import torch
 
 from ..calibrate.signals import signal_pairs
 from ..calibration import measured
-from ..executor import attach, detach
+from ..engine.attach import attach, detach
 from ..policies.base import relative_l1
 from ..policies.teacache import rescale
 from .indicators import TimestepEmbeddingChange, UncachedResidualChange

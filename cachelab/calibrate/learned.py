@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import parallel
-from ..executor import attach, detach
+from ..engine import parallel
+from ..engine.attach import attach, detach
 from ..policies.learned import Learned
 from ..policies.no_cache import NoCache
 from ..runner import samples

@@ -27,13 +27,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .. import parallel
-from ..executor import attach, detach
+from ..engine import parallel
+from ..engine.attach import attach, detach
+from ..engine.units import block_unit
 from ..policies.base import CachePolicy, Decision, StepContext, compute
 from ..policies.learned import Learned
 from ..runner import samples
 from ..schedules import Plan, best_plan, estimator, plan_for
-from ..units import block_unit
 
 
 class _EveryBlock(CachePolicy):

@@ -12,8 +12,8 @@ from collections import defaultdict
 import numpy as np
 import torch
 
-from .. import parallel
-from ..executor import attach, detach
+from ..engine import parallel
+from ..engine.attach import attach, detach
 from ..policies.base import CachePolicy, Decision, StepContext, compute, relative_l1
 from ..policies.no_cache import NoCache
 

@@ -12,6 +12,7 @@ from .oracle import Oracle
 from .pab import PyramidAttentionBroadcast
 from .registry import make_policy, register_policy, registered_policies
 from .seacache import SeaCache
+from .stack import Stack
 from .step_mask import StepMask
 from .taylorseer import TaylorSeer
 from .teacache import TeaCache
@@ -38,6 +39,7 @@ __all__ = [
     "Oracle",
     "PyramidAttentionBroadcast",
     "SeaCache",
+    "Stack",
     "StepMask",
     "TaylorSeer",
     "TeaCache",

@@ -11,7 +11,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from .. import parallel
+from ..engine import parallel
 from ..forecasters import Forecaster, LinearForecaster, Reuse, make_forecaster
 
 #: Signals the executor can compute for a policy, before the policy decides.
@@ -133,8 +133,6 @@ class UncondFromCond:
 
 #: Field metadata for a dataclass policy's constructor argument that ``params()`` leaves out of records.
 NOT_RECORDED = {"recorded": False}
-#: ... and for one that records leave out while it has its default (the stand-in knobs, which came later).
-RECORDED_UNLESS_DEFAULT = {"recorded": "unless default"}
 
 
 @dataclass(eq=False, repr=False)
@@ -143,8 +141,8 @@ class Forecasts:
     or a ``Forecaster``) stands in for every unit the trigger skips, ``forecaster_order`` is the order of the
     Taylor and Hermite expansions. Keyword-only, so the triggers' positional arguments stay as they were."""
 
-    forecaster: Any = field(default="reuse", kw_only=True, metadata=RECORDED_UNLESS_DEFAULT)
-    forecaster_order: int = field(default=1, kw_only=True, metadata=RECORDED_UNLESS_DEFAULT)
+    forecaster: Any = field(default="reuse", kw_only=True)
+    forecaster_order: int = field(default=1, kw_only=True)
 
 
 class CachePolicy(abc.ABC):
@@ -262,12 +260,7 @@ class CachePolicy(abc.ABC):
         those marked ``NOT_RECORDED``); nothing for a plain subclass unless it overrides this."""
         if not dataclasses.is_dataclass(self):
             return {}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and _recorded(f, getattr(self, f.name))}
-
-
-def _recorded(field_: dataclasses.Field, value: Any) -> bool:
-    recorded = field_.metadata.get("recorded", True)
-    return value != field_.default if recorded == "unless default" else recorded
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.metadata.get("recorded", True)}
 
 
 def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:

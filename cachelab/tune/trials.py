@@ -28,7 +28,7 @@ class TrialBench:
 
     def __init__(self, run: RunConfig, folder: Path, bars: dict[str, float], batch: int | None = 1):
         """``batch``: prompts per call for a policy that reads no signal; None: all of them on a CPU, else 1."""
-        from ..executor import attach, detach
+        from ..engine.attach import attach, detach
         from ..policies import NoCache
         from ..runner import loaded_pipeline, make_calls, reference_images, reference_key, run_prompts
 

@@ -3,13 +3,13 @@ transformer call in flight, and the trace record of each call."""
 
 from __future__ import annotations
 
-from collections import deque
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from .policies.base import CachePolicy, Decision, StepContext, as_float
+from ..policies.base import CachePolicy, Decision, StepContext, as_float
 from .units import Kept
 
 
@@ -40,23 +40,45 @@ class StepRecord:
 
 
 @dataclass
-class Branch:
-    """One CFG branch's policy copy, step counter and kept residuals: the step unit's (newest first), and each
-    block's or module's in ``kept``."""
+class Level:
+    """One policy of the attached stack (a single policy is a stack of one): where it decides, and how many
+    outputs each of its units keeps for its stand-in."""
 
+    unit: str
     policy: CachePolicy
-    history: int
+    history: int = field(init=False)
+
+    def __post_init__(self):
+        self.history = max(self.policy.history, self.policy.stand_in_rule.history)
+
+    def kept(self) -> Kept:
+        return Kept(self.history, self.policy.stand_in_rule.state())
+
+
+@dataclass
+class Branch:
+    """One CFG branch: a copy of every level's policy, its step counter, and the kept outputs of every unit
+    (``"step"``, ``"block3"``, ``"block3.attn1"``)."""
+
+    levels: dict[str, Level]
     step: int = 0
-    residuals: deque = field(init=False)  # (hidden, encoder or None) per kept computed step
-    computed_steps: deque = field(init=False)
+    policies: dict[str, CachePolicy] = field(init=False)
     kept: dict[str, Kept] = field(default_factory=dict)
 
     def __post_init__(self):
-        self.residuals, self.computed_steps = deque(maxlen=self.history), deque(maxlen=self.history)
+        self.policies = {unit: copy.deepcopy(level.policy) for unit, level in self.levels.items()}
+        for policy in self.policies.values():
+            policy.reset()
 
-    def kept_for(self, key: str) -> Kept:
+    @property
+    def policy(self) -> CachePolicy:
+        """The outermost level's policy copy (the only one when a single policy is attached)."""
+        return next(iter(self.policies.values()))
+
+    def kept_for(self, key: str, unit: str) -> Kept:
+        """The store of the unit ``key`` of the level that decides per ``unit``."""
         if key not in self.kept:
-            self.kept[key] = Kept(self.history)
+            self.kept[key] = self.levels[unit].kept()
         return self.kept[key]
 
 
@@ -71,6 +93,7 @@ class Call:
     input_hidden: torch.Tensor | None = None
     reference: tuple = (None, None)
     following: Decision | None = None  # the step's leading branch's decision, under shared CFG decisions
+    inner: bool = True  # whether the block in flight is one the inner levels (block, module) decide in
     unit_decisions: dict[str, Decision] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # cost keys of the blocks and modules stood in for
     batch_share: float = 1.0  # the share of the batch that runs (FasterCache's CFG part: 0.5, the cond half)

@@ -7,7 +7,7 @@ first call of a step is ``"cond"``, the second ``"uncond"``.
 
 from __future__ import annotations
 
-from .policies.base import as_float
+from ..policies.base import as_float
 
 BRANCH_NAMES = ("cond", "uncond")
 

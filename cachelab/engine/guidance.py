@@ -17,9 +17,9 @@ import copy
 
 import torch
 
+from ..models.specs import Arguments
+from ..policies.base import UncondFromCond
 from .clock import BRANCH_NAMES
-from .models.specs import Arguments
-from .policies.base import UncondFromCond
 from .units import block_unit
 
 
@@ -48,8 +48,9 @@ class Guidance:
     """The executor's CFG part for one generation: the kept band differences and, with separate calls, the
     step's conditional output."""
 
-    def __init__(self, executor, part: UncondFromCond):
-        self.executor, self.part = executor, part
+    def __init__(self, part: UncondFromCond, clock, pipeline, transformer, spec, blocks: int):
+        self.part, self.clock, self.pipeline = part, clock, pipeline
+        self.transformer, self.spec, self.blocks = transformer, spec, blocks
         self.reset()
 
     def reset(self) -> None:
@@ -59,9 +60,9 @@ class Guidance:
 
     def batched(self) -> bool:
         """Whether this call carries both branches in one batch [uncond; cond]."""
-        if self.executor.clock.context_name in BRANCH_NAMES:  # the pipeline names its separate CFG calls
+        if self.clock.context_name in BRANCH_NAMES:  # the pipeline names its separate CFG calls
             return False
-        pipeline = self.executor.pipeline
+        pipeline = self.pipeline
         guided = getattr(pipeline, "do_classifier_free_guidance", None)
         if guided is None:  # CogVideoX and LTX decide it inside __call__ from guidance_scale
             guided = (getattr(pipeline, "guidance_scale", None) or 0) > 1
@@ -86,7 +87,7 @@ class Guidance:
         kept_cond = self.cond[1] if self.cond is not None and self.cond[0] == step else None
         if call.context.uncond_built and kept_cond is not None:
             self.differences = self._scaled(call.context.scheduler_timestep)
-            call.skipped += [block_unit(i) for i in range(len(self.executor.blocks))]
+            call.skipped += [block_unit(i) for i in range(self.blocks)]
             return with_sample(kept_cond, built_uncond(sample(kept_cond), self.differences))
         call.context.uncond_built = False
         result = original(*args, **kwargs)
@@ -95,7 +96,7 @@ class Guidance:
         return result
 
     def _batched(self, call, original, args, kwargs):
-        full = Arguments(self.executor.transformer, args, kwargs)["hidden_states"].shape[0]
+        full = Arguments(self.transformer, args, kwargs)["hidden_states"].shape[0]
         if call.context.uncond_built:
             call.batch_share = 0.5
             halves = [cond_half(value, full) for value in args], {k: cond_half(v, full) for k, v in kwargs.items()}
@@ -113,10 +114,10 @@ class Guidance:
         return self.differences[0] * low, self.differences[1] * high
 
     def _check(self) -> None:
-        if not self.executor.spec.image_outputs:
+        if not self.spec.image_outputs:
             raise ValueError(
                 f"FasterCache's CFG part splits the transformer's output into 2-D frequency bands, and the "
-                f"{self.executor.spec.family} transformer returns packed tokens; pass is_guidance_distilled=True "
+                f"{self.spec.family} transformer returns packed tokens; pass is_guidance_distilled=True "
                 "to run its attention part only"
             )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .policies.base import CALL_SIGNALS, SIGNALS, CachePolicy
+from ..policies.base import CALL_SIGNALS, SIGNALS, CachePolicy
 from .units import ROLES, UNITS, module_sites
 
 

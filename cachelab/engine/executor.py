@@ -1,0 +1,264 @@
+"""The step-loop executor: the one place that touches transformer blocks and steps.
+
+It wires the parts together once, at attach: ``wiring`` patches the model and removes the patches, ``clock`` finds
+each call's step and CFG branch, ``state`` keeps each branch's policy copies and kept outputs, ``decisions`` asks
+the policies, ``step_forward``/``unit_forward`` run the units of each level, ``units`` accounts for block work,
+``parallel`` keeps the ranks of context parallelism in step, ``policy_checks`` says what a policy cannot have.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from typing import Any
+
+import torch
+
+from ..calibration import measured, numbers_for
+from ..models.specs import Arguments, blocks_of, spec_for
+from ..policies.base import CALL_SIGNALS, CachePolicy, StepContext, compute
+from ..policies.stack import Stack
+from . import parallel
+from .clock import Clock
+from .decisions import CFG_DECISIONS, Decider
+from .guidance import Guidance
+from .policy_checks import check_policy
+from .rehearsal import Rehearsal
+from .state import Branch, Call, Level, StepRecord
+from .step_forward import StepRunner
+from .text_kv import TextKV
+from .unit_forward import BlockRunner, ModuleRunner, WholeBlocks
+from .units import Costs, Timer, combine, module_sites
+from .wiring import Patches
+
+_ATTRIBUTE = "_cachelab_executor"
+
+__all__ = ["CFG_DECISIONS", "StepLoopExecutor", "StepRecord", "combine", "synchronize_device"]
+
+
+class StepLoopExecutor:
+    """Runs a ``CachePolicy`` (or a ``Stack`` of them, one per unit) on an unmodified diffusers transformer.
+
+    It wraps the transformer's and its blocks' ``forward`` (and the modules' of a module-level policy, and, when
+    given, the scheduler's ``set_timesteps``/``step`` and the transformer's ``cache_context``) to know the step and
+    the CFG branch of every call. A step-level policy's signals are computed, its head blocks run, it decides, and
+    the blocks up to its tail are computed or stood in for; inside computed blocks a block-level policy decides per
+    block and a module-level policy per module. With ``cfg_decisions="shared"`` only the first branch to call the
+    transformer at a step asks its policies; the step's other branches take its decisions.
+    """
+
+    def __init__(self, transformer: torch.nn.Module, policy: CachePolicy, scheduler=None, num_steps: int | None = None,
+                 synchronize: bool = False, cfg_decisions: str = "separate", pipeline=None, text_kv: bool = False):
+        if isinstance(policy, (list, tuple)):
+            policy = Stack(list(policy))
+        if not isinstance(policy, CachePolicy):
+            raise TypeError(f"policy must be a CachePolicy instance such as FirstBlockCache(threshold=0.2), got {policy!r}")
+        self.transformer, self.scheduler, self.num_steps, self.synchronize = transformer, scheduler, num_steps, synchronize
+        self.spec = spec_for(transformer)
+        self.blocks = blocks_of(transformer, self.spec)
+        policies = [self._for_model(p) for p in (policy.policies if isinstance(policy, Stack) else [policy])]
+        for level in policies:
+            check_policy(level, self.spec, self.blocks)
+        self.policy = Stack(policies) if isinstance(policy, Stack) else policies[0]
+        self.levels = {p.unit: Level(p.unit, p) for p in policies}
+        roles = self.levels["module"].policy.roles if "module" in self.levels else ()
+        self.sites = module_sites([b for b, _ in self.blocks], self.spec.module_roles, roles) if roles else []
+        self.costs = Costs()  # measured seconds of each block and module: the block-work accounting
+        self.timer = Timer(self.costs, lambda: synchronize_device(transformer) if synchronize else None,
+                           lambda: next(transformer.parameters()).device.type == "cpu")
+        self.reduction: parallel.Reduction | None = None  # under context parallelism: the ranks' sums and decisions
+        self.decider = Decider(self.levels, cfg_decisions, self._reduction)
+        self.rehearsal_state = Rehearsal()
+        self.clock = Clock(scheduler is not None, self.reset)
+        parts = [p.uncond_from_cond() for p in policies if p.uncond_from_cond() is not None]
+        self.guidance = Guidance(parts[0], self.clock, pipeline, transformer, self.spec, len(self.blocks)) if parts else None
+        self.runner = self._runners()
+        self.text_kv = TextKV(self.spec, self.blocks, self._branch_in_flight) if text_kv else None
+        self._patches, self._work_version = Patches(), -1
+        self.trace: list[StepRecord] = []
+        self._branches: dict[str, Branch] = {}
+        self._call: Call | None = None
+
+    def _branch_in_flight(self) -> str | None:
+        return None if self._call is None else self._call.context.branch
+
+    def _for_model(self, policy: CachePolicy) -> CachePolicy:
+        return policy.for_model(numbers_for(policy, self.spec.family, measured(self.transformer)), self.spec.family)
+
+    def _runners(self):
+        """The runner of the outermost level, each level's runner computing its units with the next one in."""
+        inner = WholeBlocks(self.timer)
+        if "block" in self.levels:
+            inner = BlockRunner(self.blocks, self.levels["block"].policy, self.decider, self.timer, self.rehearsal_state)
+        self.module_runner = ModuleRunner(self.levels["module"].policy, self.decider, self.timer) if "module" in self.levels else None
+        if "step" in self.levels:
+            return StepRunner(self.blocks, self.spec, self.levels["step"].policy, self.decider, inner, self.rehearsal_state)
+        return inner
+
+    @property
+    def cfg_decisions(self) -> str:
+        return "shared" if self.decider.shared else "separate"
+
+    def install(self) -> "StepLoopExecutor":
+        patch = self._patches.patch
+        patch(self.transformer, "forward", self._transformer_forward)
+        if hasattr(self.transformer, "cache_context"):
+            patch(self.transformer, "cache_context", self._cache_context)
+        for index, (block, _) in enumerate(self.blocks):
+            patch(block, "forward", functools.partial(self._block_forward, index))
+        for site in self.sites:
+            patch(site.module, "forward", functools.partial(self._module_forward, site))
+        if self.text_kv is not None:
+            self.text_kv.install(patch)
+        if self.scheduler is not None:
+            patch(self.scheduler, "set_timesteps", self._set_timesteps)
+            patch(self.scheduler, "step", self._scheduler_step)
+        return self
+
+    def remove(self) -> None:
+        self._patches.remove()
+
+    def reset(self) -> None:
+        """Start a new generation: fresh policy state and kept outputs per branch, a new trace."""
+        self.trace, self._branches = [], {}
+        self.decider.reset()
+        self.clock.reset()
+        for part in (self.guidance, self.text_kv):
+            if part is not None:
+                part.reset()
+
+    def _reduction(self) -> parallel.Reduction | None:
+        """The context-parallel group's reduction, found at every call: parallelism may be enabled after attach."""
+        group = parallel.group_of(self.transformer)
+        if group is None:
+            return None
+        if self.reduction is None or self.reduction.group is not group:
+            self.reduction = parallel.Reduction(group, width=max(8, 5 + max(level.history for level in self.levels.values())))
+        return self.reduction
+
+    def _set_timesteps(self, original, *args, **kwargs):
+        self.reset()
+        return original(*args, **kwargs)
+
+    def _scheduler_step(self, original, *args, **kwargs):
+        self.clock.step_ended()
+        return original(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _cache_context(self, original, name: str, *args, **kwargs):
+        self.clock.context_name, self.clock.loop = name, kwargs
+        try:
+            with original(name, *args, **kwargs):
+                yield
+        finally:
+            self.clock.context_name, self.clock.loop = None, {}
+
+    def _transformer_forward(self, original, *args, **kwargs):
+        arguments = Arguments(self.transformer, args, kwargs, self.clock.loop)
+        timestep = arguments[self.spec.timestep_argument]
+        name = self.clock.branch(timestep)
+        branch = self._branches.get(name)
+        if branch is None:
+            branch = self._branches[name] = Branch(self.levels)
+        context = StepContext(branch.step, self._steps_in_generation(), name, timestep,
+                              computed_steps=tuple(branch.kept_for("step", "step").steps) if "step" in self.levels else (),
+                              num_blocks=len(self.blocks), timestep_scale=self.spec.timestep_scale, sigma=self.clock.loop.get("sigma"))
+        call = self._call = Call(branch, context, following=self.decider.following(name, branch.step))
+        if call.following is None and "step" in self.levels:
+            for signal in set(self.levels["step"].policy.signals) & set(CALL_SIGNALS):
+                context.signals[signal] = CALL_SIGNALS[signal](self.transformer, arguments)
+        if self.synchronize:
+            synchronize_device(self.transformer)
+        start = time.perf_counter()
+        try:
+            result = original(*args, **kwargs) if self.guidance is None else self.guidance.run(call, original, args, kwargs)
+            if self.synchronize:
+                synchronize_device(self.transformer)
+        finally:
+            self._call = None
+        self.trace.append(self._record(call, time.perf_counter() - start, timestep))
+        self._update_work()
+        branch.step += 1
+        self.clock.call_ended()
+        return result
+
+    def _record(self, call: Call, seconds: float, timestep) -> StepRecord:
+        skipped = tuple(call.skipped)
+        units = tuple((unit, decision.compute) for unit, decision in call.unit_decisions.items())
+        unit = "+".join(self.levels)
+        if "step" in self.levels:
+            decision = call.decision or compute()
+            return StepRecord(call.context.step, call.context.branch, decision.compute and not skipped, decision.signal, seconds,
+                              timestep, unit=unit, units=units, skipped_units=skipped, batch_share=call.batch_share)
+        return StepRecord(call.context.step, call.context.branch, not skipped, None, seconds, timestep,
+                          unit=unit, units=units, skipped_units=skipped, batch_share=call.batch_share)
+
+    def _update_work(self) -> None:
+        """Every record's share of block work from the unit costs measured so far (they settle after a few calls)."""
+        stale = self._work_version != self.costs.version
+        for record in self.trace if stale else self.trace[-1:]:
+            record.work = record.batch_share * self.costs.work(len(self.blocks), record.skipped_units)
+        self._work_version = self.costs.version
+
+    def _steps_in_generation(self) -> int | None:
+        if self.num_steps is not None:
+            return self.num_steps
+        timesteps = getattr(self.scheduler, "timesteps", None)
+        return None if timesteps is None else len(timesteps)
+
+    def _module_forward(self, site, original, *args, **kwargs):
+        call = self._call
+        return original(*args, **kwargs) if call is None else self.module_runner.module(call, site, original, args, kwargs)
+
+    def _block_forward(self, index: int, original, *args, **kwargs):
+        call = self._call
+        return original(*args, **kwargs) if call is None else self.runner.block(call, index, original, args, kwargs)
+
+    def kept_bytes(self) -> dict[str, int]:
+        """Bytes of the outputs kept now, per unit kind (``step``, ``block``, ``module``) over all branches."""
+        sizes = dict.fromkeys(self.levels, 0)
+        for branch in self._branches.values():
+            for key, kept in branch.kept.items():
+                kind = "step" if key == "step" else ("module" if "." in key else "block")
+                sizes[kind] = sizes.get(kind, 0) + kept.nbytes()
+        if self.text_kv is not None:
+            sizes["text_kv"] = self.text_kv.nbytes()
+        return sizes
+
+    def rehearse(self, generate) -> dict:
+        """Run ``generate()`` (a pipeline call) computing every step, and return the residual of all blocks at every
+        step, per branch (a block-level policy: of each block, per branch and block unit); a ``rehearses`` policy
+        (``Oracle``) plans the next generation from them."""
+        if self.policy.head_blocks or self.policy.tail_blocks or isinstance(self.policy, Stack):
+            raise ValueError(f"{self.policy!r} has head or tail blocks or is a stack; a rehearsal records the residual of all blocks")
+        self.rehearsal_state.residuals, self.decider.rehearsing = {}, True
+        try:
+            generate()
+            residuals = self.rehearsal_state.residuals
+        finally:
+            self.rehearsal_state.residuals, self.decider.rehearsing = None, False
+        if self.policy.rehearses:
+            with parallel.reducing_over(parallel.group_of(self.transformer)):
+                self.policy.plan(residuals)
+        return residuals
+
+    @property
+    def rehearsal(self):
+        return self.rehearsal_state.residuals
+
+
+def synchronize_device(module: torch.nn.Module) -> None:
+    """Wait for the module's CUDA device, so that wall time measures the work (a no-op on the CPU)."""
+    device = next(module.parameters()).device
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _components(target) -> tuple[torch.nn.Module, Any]:
+    transformer = getattr(target, "transformer", None)
+    if transformer is not None:
+        return transformer, getattr(target, "scheduler", None)
+    if isinstance(target, torch.nn.Module):
+        return target, None
+    raise TypeError(f"attach expects a diffusers pipeline with a .transformer, or a transformer; got {type(target).__name__}")

@@ -1,0 +1,62 @@
+"""Stacks: a step policy decides first, block and module policies decide inside what it computes. A level that
+always computes changes nothing (the stack equals its other level, bit for bit); a real stack skips at both levels,
+records both in the trace and the block-work accounting; stand-ins of every forecaster run at every unit."""
+
+import pytest
+import torch
+from tiny import generate
+
+import cachelab
+from cachelab.policies import DBPrune, FirstBlockCache, FixedInterval, Fora, PyramidAttentionBroadcast, Stack, TaylorSeer
+
+
+def pruning(**kwargs):
+    return DBPrune(threshold=1.0, compute_first=1, warmup_steps=1, **kwargs)
+
+
+def run(pipe, policy, **kwargs):
+    executor = cachelab.attach(pipe, policy, **kwargs)
+    try:
+        return generate(pipe, steps=8), executor
+    finally:
+        cachelab.detach(pipe)
+
+
+@pytest.mark.parametrize("inner", [PyramidAttentionBroadcast(spatial_attention_block_skip_range=2), pruning()])
+def test_a_step_level_that_always_computes_changes_nothing(flux, inner):
+    alone, _ = run(flux, inner)
+    stacked, executor = run(flux, [FixedInterval(interval=1), inner])
+    assert torch.equal(alone, stacked)
+    assert executor.trace[0].unit == f"step+{inner.unit}"
+
+
+def test_an_inner_level_that_always_computes_changes_nothing(flux):
+    alone, single = run(flux, FirstBlockCache(threshold=0.3))
+    stacked, executor = run(flux, Stack([Fora(interval=1), FirstBlockCache(threshold=0.3)]))
+    assert torch.equal(alone, stacked)
+    assert [r.computed for r in executor.trace] == [r.computed for r in single.trace]
+
+
+def test_first_block_with_pab_skips_at_both_levels_and_modules_decide_only_in_computed_steps(flux):
+    uncached, _ = run(flux, cachelab.NoCache())
+    images, executor = run(flux, [FirstBlockCache(threshold=0.3), PyramidAttentionBroadcast(spatial_attention_block_skip_range=2)])
+    skipped_steps = [r for r in executor.trace if not r.computed and not r.units]
+    computed_with_modules_skipped = [r for r in executor.trace if any(not c for _, c in r.units)]
+    assert skipped_steps and computed_with_modules_skipped
+    assert all(r.work < 1 for r in computed_with_modules_skipped)
+    assert torch.isfinite(images).all() and not torch.equal(images, uncached)
+
+
+def test_a_stack_holds_one_policy_per_unit():
+    with pytest.raises(ValueError, match="one policy per unit"):
+        Stack([FirstBlockCache(0.1), FixedInterval(interval=2)])
+    assert [p.unit for p in Stack(["pab", {"name": "first_block", "threshold": 0.2}]).policies] == ["step", "module"]
+
+
+@pytest.mark.parametrize("forecaster", ["reuse", "taylor", "taylor_diffusers", "hermite", "foca", "dmd"])
+@pytest.mark.parametrize("make", [lambda f: FirstBlockCache(0.3, forecaster=f), lambda f: pruning(forecaster=f),
+                                  lambda f: TaylorSeer(interval=2, unit="module", forecaster=f)], ids=["step", "block", "module"])
+def test_every_forecaster_stands_in_at_every_unit(flux, make, forecaster):
+    images, executor = run(flux, make(forecaster))
+    assert torch.isfinite(images).all()
+    assert any(not r.computed for r in executor.trace)
