@@ -1,6 +1,7 @@
 from .base import CALL_SIGNALS, SIGNALS, CachePolicy, Decision, StepContext, compute, forecast, register_call_signal, reuse
 from .dbprune import DBPrune
 from .dual_block import DualBlockCache
+from .easycache import EasyCache
 from .faster_cache import FasterCache
 from .first_block import FirstBlockCache
 from .fixed_interval import FixedInterval
@@ -29,6 +30,7 @@ __all__ = [
     "reuse",
     "DBPrune",
     "DualBlockCache",
+    "EasyCache",
     "FasterCache",
     "FirstBlockCache",
     "FixedInterval",
