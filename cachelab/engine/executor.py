@@ -60,7 +60,8 @@ class StepLoopExecutor:
         policies = [self._for_model(p) for p in (policy.policies if isinstance(policy, Stack) else [policy])]
         for level in policies:
             check_policy(level, self.spec, self.blocks)
-        self.policy = Stack(policies) if isinstance(policy, Stack) else policies[0]
+        text_kv = text_kv or (isinstance(policy, Stack) and policy.text_kv)
+        self.policy = Stack(policies, text_kv=text_kv) if isinstance(policy, Stack) else policies[0]
         self.levels = {p.unit: Level(p.unit, p) for p in policies}
         roles = self.levels["module"].policy.roles if "module" in self.levels else ()
         self.sites = module_sites([b for b, _ in self.blocks], self.spec.module_roles, roles) if roles else []

@@ -16,13 +16,18 @@ class Stack(CachePolicy):
     policy decides per block; inside computed blocks, a module policy per module. ``policies``: at most one per
     unit, in any order, as policies, registered names or ``{"name": ..., knob: value}`` dicts
     (``Stack(["first_block", "pab"])``, ``cachelab.attach(pipe, [FirstBlockCache(0.2), PyramidAttentionBroadcast()])``).
-    Each level keeps its own state, kept outputs and stand-ins; the trace records every level's decisions."""
+    Each level keeps its own state, kept outputs and stand-ins; the trace records every level's decisions.
+
+    ``text_kv`` (or the name ``"text_kv"`` among ``policies``) adds the exact text K/V cache under them all
+    (``cachelab.engine.text_kv``)."""
 
     name = "stack"
     policies: list = field(default_factory=list)
+    text_kv: bool = False
 
     def __post_init__(self) -> None:
-        built = [_policy(p) for p in self.policies]
+        self.text_kv = self.text_kv or any(p == "text_kv" for p in self.policies if isinstance(p, str))
+        built = [_policy(p) for p in self.policies if not (isinstance(p, str) and p == "text_kv")]
         if not built:
             raise ValueError("a stack needs at least one policy, e.g. Stack(['first_block', 'pab'])")
         units = [p.unit for p in built]
@@ -37,14 +42,19 @@ class Stack(CachePolicy):
     def levels(self) -> dict[str, CachePolicy]:
         return {policy.unit: policy for policy in self.policies}
 
+    @property
+    def label(self) -> str:
+        """``first_block+pab+text_kv``: the policies' names, outermost first."""
+        return "+".join([p.name for p in self.policies] + (["text_kv"] if self.text_kv else []))
+
     def decide(self, ctx: StepContext) -> Decision:
         raise RuntimeError("a Stack is never asked itself; the runtime asks each of its policies")
 
     def params(self) -> dict[str, Any]:
-        return {"policies": [{"name": p.name, **p.params()} for p in self.policies]}
+        return {"policies": [{"name": p.name, **p.params()} for p in self.policies], "text_kv": self.text_kv}
 
     def __repr__(self) -> str:
-        return f"Stack({self.policies!r})"
+        return f"Stack({self.policies!r}{', text_kv=True' if self.text_kv else ''})"
 
 
 def _policy(value) -> CachePolicy:
