@@ -3,7 +3,7 @@ did (shared CFG decisions) or a rehearsal computes everything; under context par
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 from typing import Callable
 
 from ..policies.base import Decision, StepContext, compute
@@ -46,8 +46,9 @@ class Decider:
     def ask_unit(self, call: Call, level: str, unit: str, kept: Kept, signals: dict, block: int, role: str | None = None) -> Decision:
         """The decision of ``level``'s policy for one block or module of the call in flight."""
         following = self.following(call.context.branch, call.context.step, unit)
-        context = dataclasses.replace(call.context, unit=unit, block=block, role=role, computed_steps=tuple(kept.steps),
-                                      signals={} if following is not None else signals)
+        context = copy.copy(call.context)  # dataclasses.replace would validate every field again, at every unit
+        context.unit, context.block, context.role, context.computed_steps = unit, block, role, tuple(kept.steps)
+        context.signals = {} if following is not None else signals
         decision = self.ask(call, level, context, following)
         call.unit_decisions[unit] = decision
         return decision

@@ -8,6 +8,7 @@ every module of its ``roles`` in every block (``ModelSpec.module_roles`` says wh
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections import defaultdict, deque
@@ -141,14 +142,19 @@ class Costs:
         return max(0.0, 1.0 - sum(self.of(unit) for unit in skipped) / total)
 
 
+_UNTIMED = contextlib.nullcontext()
+
+
 class Timer:
     """Times units into ``costs``: ``timer(key, call, whole)`` (see ``timed``)."""
 
     def __init__(self, costs: Costs, synchronize, on_cpu):
         self.costs, self.synchronize, self.on_cpu = costs, synchronize, on_cpu
 
-    def __call__(self, key: str, call=None, whole=lambda: True) -> "timed":
-        """A call on half of a batched CFG batch is not a unit's whole cost."""
+    def __call__(self, key: str, call=None, whole=lambda: True):
+        """A call on half of a batched CFG batch is not a unit's whole cost. Once a unit has its samples, nothing."""
+        if not self.costs.wants(key):
+            return _UNTIMED
         return timed(self.costs, key, self.synchronize, lambda: whole() and (call is None or call.batch_share == 1), self.on_cpu)
 
 
