@@ -2,7 +2,8 @@
 generations (use prompts or seeds you will not evaluate on): TeaCache's coefficients, MagCache's ratios
 and the learned policy's plans. ``python -m cachelab.calibrate`` does all three for any model."""
 
-from .learned import learned_plans, learned_policy, uncached_runs
+from .learned import learned_plans, uncached_runs
+from .learned_blocks import learned_policy
 from .signals import magcache_ratios, signal_pairs, teacache_coefficients
 
 __all__ = ["learned_plans", "learned_policy", "magcache_ratios", "signal_pairs", "teacache_coefficients", "uncached_runs"]

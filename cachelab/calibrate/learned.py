@@ -104,22 +104,3 @@ def learned_plans(pipe, prompts, budgets, history: int = 2, refine: bool = False
     if refine:
         plans = {budget: refine_plan(pipe, runs, plan, history) for budget, plan in tqdm(plans.items(), desc="refining")}
     return plans
-
-
-def learned_policy(pipe, prompts, budget: int, history: int = 2, refine: bool = False, unit: str = "step",
-                   **call_kwargs) -> Learned:
-    """A ready ``Learned`` policy for ``pipe``: ``budget`` computed steps chosen, and the forecast of each
-    other step fitted (least squares over the last ``history`` computed residuals), on uncached
-    generations of ``prompts`` with ``call_kwargs`` (use prompts or seeds you will not evaluate on).
-    ``refine`` also searches the schedule on those generations' cached images (a minute on digits).
-    ``unit="block"``: a schedule per block within ``budget`` steps' worth of block work; with ``refine``,
-    searched block group by block group from the refined step plan on the cached calibration images
-    (``cachelab.calibrate.learned_blocks``), without it every block follows the step plan."""
-    if unit == "block":
-        from .learned_blocks import learned_block_policy
-
-        return learned_block_policy(pipe, prompts, budget, history, refine, **call_kwargs)
-    if unit != "step":
-        raise ValueError(f"unit must be 'step' or 'block', got {unit!r}")
-    plan = learned_plans(pipe, prompts, [budget], history, refine, **call_kwargs)[budget]
-    return Learned(budget, plans={budget: plan})

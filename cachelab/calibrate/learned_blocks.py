@@ -34,6 +34,7 @@ from ..policies.base import CachePolicy, Decision, StepContext, compute
 from ..policies.learned import Learned
 from ..runner import samples
 from ..schedules import Plan, best_plan, estimator, plan_for
+from .learned import _replayable, learned_plans
 
 
 class _EveryBlock(CachePolicy):
@@ -67,8 +68,6 @@ class BlockRuns:
 
 def block_runs(pipe, prompts, **call_kwargs) -> BlockRuns:
     """One uncached generation per prompt, every block computing (so that each block's time is measured)."""
-    from .learned import _replayable
-
     executor = attach(pipe, _EveryBlock())
     total, replays, outputs, units = None, [], [], []
     try:
@@ -194,8 +193,6 @@ def learned_block_policy(pipe, prompts, budget: int, history: int = 2, refine: b
     without ``refine``, every block follows the step-level plan; with it, the step plan is refined
     (``refine_plan``) and the per-block search starts from it, both on the same calibration generations."""
     if refine and step_plan is None:
-        from .learned import learned_plans
-
         generator = call_kwargs.get("generator")
         state = generator.get_state() if isinstance(generator, torch.Generator) else None
         step_plan = learned_plans(pipe, prompts, [budget], history, refine=True, **call_kwargs)[budget]
@@ -204,3 +201,20 @@ def learned_block_policy(pipe, prompts, budget: int, history: int = 2, refine: b
     plans = learned_block_plans(pipe, prompts, [budget], history, moves=6 if refine else 0,
                                 step_plans=None if step_plan is None else {budget: step_plan}, **call_kwargs)
     return Learned(budget, unit="block", block_plans=plans)
+
+
+def learned_policy(pipe, prompts, budget: int, history: int = 2, refine: bool = False, unit: str = "step",
+                   **call_kwargs) -> Learned:
+    """A ready ``Learned`` policy for ``pipe``: ``budget`` computed steps chosen, and the forecast of each
+    other step fitted (least squares over the last ``history`` computed residuals), on uncached
+    generations of ``prompts`` with ``call_kwargs`` (use prompts or seeds you will not evaluate on).
+    ``refine`` also searches the schedule on those generations' cached images (a minute on digits).
+    ``unit="block"``: a schedule per block within ``budget`` steps' worth of block work; with ``refine``,
+    searched block group by block group from the refined step plan on the cached calibration images
+    (``cachelab.calibrate.learned_blocks``), without it every block follows the step plan."""
+    if unit == "block":
+        return learned_block_policy(pipe, prompts, budget, history, refine, **call_kwargs)
+    if unit != "step":
+        raise ValueError(f"unit must be 'step' or 'block', got {unit!r}")
+    plan = learned_plans(pipe, prompts, [budget], history, refine, **call_kwargs)[budget]
+    return Learned(budget, plans={budget: plan})
