@@ -129,7 +129,8 @@ def _run_experiment(run: RunConfig, cached: Passes | None) -> Outcome:
         log.warning("a fresh uncached output differs from the stored reference by %.3g: the reference store "
                     "may be stale (reference_cache=false recomputes it)", drift)
     result = dict(
-        policy=getattr(policy, "label", run.policy["name"]), model=run.model.name, threshold=run.threshold, policy_params=policy.params(),
+        policy=getattr(policy, "label", run.policy["name"]),  # a stack's: first_block+pab
+        model=run.model.name, threshold=run.threshold, policy_params=policy.params(),
         bound=policy.bound,
         steps=run.steps, num_prompts=len(calls), seed=run.seed, prompts=prompts,
         **speed_figures(timing, run), **decision_figures(cached.traces, run.steps),

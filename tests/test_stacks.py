@@ -60,3 +60,21 @@ def test_every_forecaster_stands_in_at_every_unit(flux, make, forecaster):
     images, executor = run(flux, make(forecaster))
     assert torch.isfinite(images).all()
     assert any(not r.computed for r in executor.trace)
+
+
+def test_a_new_signal_is_one_registered_function(flux):
+    from cachelab.policies import CachePolicy, compute, register_signal, reuse
+
+    @register_signal("head_residual_norm", "head")
+    def head_residual_norm(hidden, input_hidden):
+        return (hidden - input_hidden).norm()
+
+    class NormGate(CachePolicy):
+        signals, head_blocks = ("head_residual_norm",), 1
+
+        def decide(self, ctx):
+            return compute() if ctx.step % 2 == 0 else reuse(float(ctx.signals["head_residual_norm"]))
+
+    _, executor = run(flux, NormGate())
+    assert [r.computed for r in executor.trace] == [True, False] * 4
+    assert all(r.signal > 0 for r in executor.trace if not r.computed)

@@ -17,7 +17,8 @@ import torch
 
 from ..calibration import measured, numbers_for
 from ..models.specs import Arguments, blocks_of, spec_for
-from ..policies.base import CALL_SIGNALS, CachePolicy, StepContext, compute
+from ..policies.base import CachePolicy, StepContext, compute
+from ..policies.signals import read_at
 from ..policies.stack import Stack
 from . import parallel
 from .clock import Clock
@@ -167,8 +168,8 @@ class StepLoopExecutor:
                               num_blocks=len(self.blocks), timestep_scale=self.spec.timestep_scale, sigma=self.clock.loop.get("sigma"))
         call = self._call = Call(branch, context, following=self.decider.following(name, branch.step))
         if call.following is None and "step" in self.levels:
-            for signal in set(self.levels["step"].policy.signals) & set(CALL_SIGNALS):
-                context.signals[signal] = CALL_SIGNALS[signal](self.transformer, arguments)
+            for signal in read_at("call", self.levels["step"].policy.signals):
+                context.signals[signal.name] = signal.read(self.transformer, arguments)
         if self.synchronize:
             synchronize_device(self.transformer)
         start = time.perf_counter()

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-from ..policies.base import CALL_SIGNALS, SIGNALS, CachePolicy
+from ..policies.base import CachePolicy
+from ..policies.signals import REGISTRY
 from .units import ROLES, UNITS, module_sites
 
 
 def check_policy(policy: CachePolicy, spec, blocks: list) -> None:
     """Raise ValueError, saying what would work, where ``policy`` asks for something this model cannot give."""
-    known = (*SIGNALS, *CALL_SIGNALS)
-    unknown = set(policy.signals) - set(known)
+    unknown = set(policy.signals) - set(REGISTRY)
     if unknown:
-        raise ValueError(f"{policy!r} asks for unknown signals {sorted(unknown)}; known: {known}")
+        raise ValueError(f"{policy!r} asks for unknown signals {sorted(unknown)}; known: {', '.join(sorted(REGISTRY))}")
     if "modulated_input" in policy.signals and spec.modulated_input is None:
         raise ValueError(f"the {spec.family} spec defines no modulated input for {policy!r}")
     if not (isinstance(policy.history, int) and policy.history >= 1):
         raise ValueError(f"{policy!r} keeps history={policy.history!r} residuals; it must be an integer >= 1")
     if policy.unit not in UNITS:
         raise ValueError(f"{policy!r} decides per {policy.unit!r}; a policy's unit is one of {', '.join(UNITS)}")
-    if "block_input" in policy.signals and policy.unit != "block":
-        raise ValueError(f"{policy!r} reads block_input, which only block-unit policies (unit = 'block') get")
+    where = {REGISTRY[name].where for name in policy.signals}
+    if "block" in where and policy.unit != "block":
+        raise ValueError(f"{policy!r} reads a block's input signal, which only block-unit policies (unit = 'block') get")
+    if where & {"call", "first_block", "head"} and policy.unit != "step":
+        raise ValueError(f"{policy!r} reads signals of the whole call, which only step-unit policies (unit = 'step') get")
     if policy.unit == "module":
         if set(policy.roles) - set(ROLES):
             raise ValueError(f"{policy!r} decides for roles {sorted(policy.roles)}; module roles are {', '.join(ROLES)}")

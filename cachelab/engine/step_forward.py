@@ -4,6 +4,7 @@ blocks up to the tail are computed (by the inner levels, if any; the residual of
 from __future__ import annotations
 
 from ..models.specs import Arguments
+from ..policies.signals import read_at
 from .units import block_unit
 
 
@@ -24,12 +25,12 @@ class StepRunner:
             signals = () if call.following is not None else self.signals  # a follower's policy is not asked
         if index == 0:
             call.input_hidden = arguments["hidden_states"]
-            if "modulated_input" in signals:
-                call.context.signals["modulated_input"] = self.spec.modulated_input(block, arguments)
+            for signal in read_at("first_block", signals):
+                call.context.signals[signal.name] = signal.read(self.spec, block, arguments)
         if index == self.head:
             hidden, encoder = arguments["hidden_states"], arguments["encoder_hidden_states"]
-            if "head_residual" in signals:
-                call.context.signals["head_residual"] = hidden - call.input_hidden
+            for signal in read_at("head", signals):
+                call.context.signals[signal.name] = signal.read(hidden, call.input_hidden)
             call.decision = self.decider.ask(call, "step", call.context, call.following)
             if not call.decision.compute:
                 call.skipping = True

@@ -5,6 +5,7 @@ block as it is (with a module level inside, it times the block only when all of 
 from __future__ import annotations
 
 from ..models.specs import Arguments
+from ..policies.signals import read_at
 from .guidance import cond_halves
 from .units import ModuleSite, block_unit
 
@@ -24,7 +25,7 @@ class BlockRunner:
 
     def __init__(self, blocks, policy, decider, timer, rehearsal):
         self.blocks, self.decider, self.timer, self.rehearsal = blocks, decider, timer, rehearsal
-        self.wants_input, self.caches = "block_input" in policy.signals, policy.caches
+        self.signals, self.caches = read_at("block", policy.signals), policy.caches
         self.whole = WholeBlocks(timer)
 
     def block(self, call, index: int, original, args, kwargs):
@@ -35,7 +36,7 @@ class BlockRunner:
         hidden, encoder = arguments["hidden_states"], arguments["encoder_hidden_states"]
         unit = block_unit(index)
         kept = call.branch.kept_for(unit, "block")
-        decision = self.decider.ask_unit(call, "block", unit, kept, {"block_input": hidden} if self.wants_input else {}, index)
+        decision = self.decider.ask_unit(call, "block", unit, kept, {s.name: s.read(hidden) for s in self.signals}, index)
         if not decision.compute:
             call.skipped.append(unit)
             hidden_residual, encoder_residual = kept.stand_in(decision.weights, call.context.step, f"block {index}")

@@ -13,6 +13,7 @@ from .oracle import Oracle
 from .pab import PyramidAttentionBroadcast
 from .registry import make_policy, register_policy, registered_policies
 from .seacache import SeaCache
+from .signals import register_signal
 from .stack import Stack
 from .step_mask import StepMask
 from .taylorseer import TaylorSeer
@@ -22,6 +23,7 @@ __all__ = [
     "CALL_SIGNALS",
     "SIGNALS",
     "register_call_signal",
+    "register_signal",
     "CachePolicy",
     "Decision",
     "StepContext",

@@ -7,29 +7,13 @@ import copy
 import dataclasses
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 
 from ..engine import parallel
 from ..forecasters import Forecaster, LinearForecaster, Reuse, make_forecaster
-
-#: Signals the executor can compute for a policy, before the policy decides.
-#: ``head_residual``: image-stream output minus input of the first ``head_blocks`` blocks.
-#: ``modulated_input``: the first block's modulated (AdaLN) input, from the model spec.
-#: ``block_input``: for block-unit policies, the image-stream input of the block being decided.
-SIGNALS = ("head_residual", "modulated_input", "block_input")
-#: Signals computed from a transformer call's own arguments before any block runs, by name:
-#: ``fn(transformer, arguments) -> tensor`` (``arguments`` reads the call's arguments by parameter name).
-CALL_SIGNALS: dict[str, Callable[[torch.nn.Module, Any], torch.Tensor]] = {}
-
-
-def register_call_signal(name: str):
-    """Decorator: make ``fn(transformer, arguments)`` available to policies as the signal ``name``."""
-    def decorate(fn):
-        CALL_SIGNALS[name] = fn
-        return fn
-    return decorate
+from .signals import CALL_SIGNALS, SIGNALS, register_call_signal, register_signal  # noqa: F401 (their home until now)
 
 
 @dataclass
@@ -162,7 +146,7 @@ class CachePolicy(abc.ABC):
     unit: ClassVar[str] = "step"
     #: Module-unit policies: the module roles they decide for (the others always run).
     roles: ClassVar[tuple[str, ...]] = ("attn", "cross_attn", "ff")
-    #: Which entries of ``SIGNALS`` this policy reads from ``StepContext.signals``.
+    #: The signals (``cachelab.policies.signals``, by name) this policy reads from ``StepContext.signals``.
     signals: ClassVar[tuple[str, ...]] = ()
     #: Blocks that always run before ``decide`` (1 for residual-based signals such as First Block Cache).
     head_blocks: ClassVar[int] = 0
