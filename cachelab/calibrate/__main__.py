@@ -17,6 +17,8 @@ from ..config import ConfigError, RunConfig, check_calibrate, config_dir, valida
 from ..config_choices import check_group_choices
 from .learned import learned_plans
 from .learned_blocks import learned_block_plans
+from .lemica import lemica_schedules
+from .sencache import sencache_sensitivities
 from .signals import magcache_ratios, teacache_coefficients
 
 
@@ -38,6 +40,9 @@ def calibrate_model(run: RunConfig) -> dict:
         numbers = {
             "teacache": {"coefficients": teacache_coefficients(pipe, prompts, **kwargs())},
             "magcache": {"mag_ratios": magcache_ratios(pipe, prompts, **kwargs())},
+            "lemica": {"schedules": {str(budget): schedule for budget, schedule in
+                                     lemica_schedules(pipe, prompts, setting.budgets, **kwargs()).items()}},
+            "sencache": {"sensitivities": sencache_sensitivities(pipe, prompts, **kwargs())},
             "learned": {"plans": {str(budget): plan.to_json() for budget, plan in plans.items()},
                         "block_plans": {str(budget): {unit: plan.to_json() for unit, plan in units.items()}
                                         for budget, units in learned_block_plans(

@@ -7,12 +7,14 @@ from .first_block import FirstBlockCache
 from .fixed_interval import FixedInterval
 from .fora import Fora
 from .learned import Learned
+from .lemica import LeMiCa
 from .magcache import MagCache
 from .no_cache import NoCache
 from .oracle import Oracle
 from .pab import PyramidAttentionBroadcast
 from .registry import make_policy, register_policy, registered_policies
 from .seacache import SeaCache
+from .sencache import SenCache
 from .signals import register_signal
 from .stack import Stack
 from .step_mask import StepMask
@@ -37,12 +39,14 @@ __all__ = [
     "FirstBlockCache",
     "FixedInterval",
     "Fora",
+    "LeMiCa",
     "Learned",
     "MagCache",
     "NoCache",
     "Oracle",
     "PyramidAttentionBroadcast",
     "SeaCache",
+    "SenCache",
     "Stack",
     "StepMask",
     "TaylorSeer",
