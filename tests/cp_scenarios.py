@@ -18,6 +18,7 @@ from cachelab.policies import (
     NoCache,
     Oracle,
     PyramidAttentionBroadcast,
+    Stack,
     TaylorSeer,
     TeaCache,
     compute,
@@ -46,6 +47,11 @@ DIGITS_POLICIES = {
     "fora": Fora,
     "faster_cache": FasterCache,
     "taylorseer_modules": lambda: TaylorSeer(interval=3, order=1, unit="module"),
+    "first_block_foca": lambda: FirstBlockCache(threshold=0.2, forecaster="foca"),
+    "taylorseer_modules_hermite": lambda: TaylorSeer(interval=3, order=1, unit="module", forecaster="hermite"),
+    "stack_first_block_pab": lambda: Stack([FirstBlockCache(threshold=0.2), PyramidAttentionBroadcast()]),
+    "stack_fixed_interval_dbprune": lambda: Stack([FixedInterval(interval=2), DBPrune(threshold=0.1, compute_first=1,
+                                                                                       warmup_steps=0)]),
 }
 #: The tiny Wan: its context-parallel plan splits the sequence inside block 0's own hook; it runs CFG.
 WAN_POLICIES = {

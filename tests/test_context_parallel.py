@@ -77,6 +77,11 @@ def test_a_policy_error_on_one_rank_ends_every_rank_with_it(ranks):
         assert "boom on one rank" in rank["raises_on_one_rank"]["error"]
 
 
+def test_a_stand_in_that_fits_the_whole_sequence_is_refused_on_shards(ranks):
+    for rank in ranks:
+        assert "the dmd stand-in fits the whole sequence" in rank["dmd_refused"]["error"]
+
+
 def test_ranks_whose_policies_take_different_paths_fail_together(ranks):
     for rank in ranks:
         assert rank["diverging_paths"]["error"].startswith("RanksDiverged")

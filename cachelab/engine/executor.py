@@ -136,6 +136,11 @@ class StepLoopExecutor:
         if group is None:
             return None
         if self.reduction is None or self.reduction.group is not group:
+            for level in self.levels.values():
+                if not level.policy.stand_in_rule.elementwise:
+                    raise ValueError(f"{level.policy!r}: the {level.policy.stand_in_rule.name} stand-in fits the whole "
+                                     "sequence, and under context parallelism each rank holds a shard of it; use taylor, "
+                                     "hermite or foca there")
             self.reduction = parallel.Reduction(group, width=max(8, 5 + max(level.history for level in self.levels.values())))
         return self.reduction
 

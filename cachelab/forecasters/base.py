@@ -26,6 +26,8 @@ class Forecaster(abc.ABC):
 
     name: ClassVar[str] = ""
     history: int = 1
+    #: False where a stand-in mixes positions of the sequence (DMD's SVD), so a rank's shard would give another one.
+    elementwise: ClassVar[bool] = True
 
     def state(self) -> Any:
         """A fresh per-unit state (``keep(output, step)``, ``stand_in(step)``), or None for linear forecasters."""

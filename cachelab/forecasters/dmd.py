@@ -89,7 +89,10 @@ class DMDStream:
 
 @register_forecaster("dmd")
 class DMD(Forecaster):
-    """``window`` (cache-dit's ``history``, 6) computed values are kept per stream; ``ridge`` regularises the fit."""
+    """``window`` (cache-dit's ``history``, 6) computed values are kept per stream; ``ridge`` regularises the fit.
+    Its fit spans the whole sequence, so it is refused under context parallelism (each rank holds a shard)."""
+
+    elementwise = False
 
     def __init__(self, window: int = 6, ridge: float = 1e-8):
         if not (isinstance(window, int) and window >= 2):
