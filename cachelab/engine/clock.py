@@ -7,6 +7,8 @@ first call of a step is ``"cond"``, the second ``"uncond"``.
 
 from __future__ import annotations
 
+import contextlib
+
 from ..policies.base import as_float
 
 BRANCH_NAMES = ("cond", "uncond")
@@ -19,6 +21,25 @@ class Clock:
         self.context_name: str | None = None
         self.loop: dict = {}  # what the pipeline's cache_context said besides the name (step_index, sigma)
         self.reset()
+
+    # -- wrappers of the scheduler's set_timesteps and step and the transformer's cache_context --
+
+    def set_timesteps(self, original, *args, **kwargs):
+        self.new_generation()
+        return original(*args, **kwargs)
+
+    def scheduler_step(self, original, *args, **kwargs):
+        self.step_ended()
+        return original(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def cache_context(self, original, name: str, *args, **kwargs):
+        self.context_name, self.loop = name, kwargs
+        try:
+            with original(name, *args, **kwargs):
+                yield
+        finally:
+            self.context_name, self.loop = None, {}
 
     def reset(self) -> None:
         self.calls_since_step = 0

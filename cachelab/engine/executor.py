@@ -8,7 +8,6 @@ the policies, ``step_forward``/``unit_forward`` run the units of each level, ``u
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import time
 from typing import Any
@@ -106,7 +105,7 @@ class StepLoopExecutor:
         patch = self._patches.patch
         patch(self.transformer, "forward", self._transformer_forward)
         if hasattr(self.transformer, "cache_context"):
-            patch(self.transformer, "cache_context", self._cache_context)
+            patch(self.transformer, "cache_context", self.clock.cache_context)
         for index, (block, _) in enumerate(self.blocks):
             patch(block, "forward", functools.partial(self._block_forward, index))
         for site in self.sites:
@@ -114,8 +113,8 @@ class StepLoopExecutor:
         if self.text_kv is not None:
             self.text_kv.install(patch)
         if self.scheduler is not None:
-            patch(self.scheduler, "set_timesteps", self._set_timesteps)
-            patch(self.scheduler, "step", self._scheduler_step)
+            patch(self.scheduler, "set_timesteps", self.clock.set_timesteps)
+            patch(self.scheduler, "step", self.clock.scheduler_step)
         return self
 
     def remove(self) -> None:
@@ -143,23 +142,6 @@ class StepLoopExecutor:
                                      "hermite or foca there")
             self.reduction = parallel.Reduction(group, width=max(8, 5 + max(level.history for level in self.levels.values())))
         return self.reduction
-
-    def _set_timesteps(self, original, *args, **kwargs):
-        self.reset()
-        return original(*args, **kwargs)
-
-    def _scheduler_step(self, original, *args, **kwargs):
-        self.clock.step_ended()
-        return original(*args, **kwargs)
-
-    @contextlib.contextmanager
-    def _cache_context(self, original, name: str, *args, **kwargs):
-        self.clock.context_name, self.clock.loop = name, kwargs
-        try:
-            with original(name, *args, **kwargs):
-                yield
-        finally:
-            self.clock.context_name, self.clock.loop = None, {}
 
     def _transformer_forward(self, original, *args, **kwargs):
         arguments = Arguments(self.transformer, args, kwargs, self.clock.loop)
