@@ -16,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from .results import RESULT_FILE, finite, read_result, replace_file
-from .tables import extra_metrics, results_table
+from .tables import PERCEPTUAL, extra_metrics, results_table
 
 SWEPT_KEYS_FILE = ".swept_keys"
 SUMMARY_COLUMNS = ("job", "status", "policy", "threshold", "policy_params", "computed_steps", "steps", "computed_work", "speedup",
@@ -47,6 +47,8 @@ def summary_rows(sweep_dir: Path) -> list[dict]:
                    policy_params=json.dumps(result.get("policy_params")) if result.get("policy_params") else None)
         for name in extra_metrics([result]):
             row.update(metric=result["metric"], **{name: result.get(name), f"reference_{name}": result.get(f"reference_{name}")})
+        for name, _, with_reference in PERCEPTUAL:
+            row.update({key: result[key] for key in (name, f"reference_{name}" if with_reference else name) if key in result})
         rows.append(row)
     return rows
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import math
 
+# Perceptual figures (cachelab.perceptual): key, format, whether the uncached images have one too.
+PERCEPTUAL = (("lpips", "{:.4f}", False), ("clip_score", "{:.2f}", True), ("image_reward", "{:.3f}", True),
+              ("fid", "{:.2f}", False), ("fid_clip", "{:.2f}", False))
+
 
 def results_table(rows: list[dict], *, with_job: bool = False, with_model: bool = False) -> str:
     """One line per row; the models' extra metrics (`result["metric"]`) get a column each, cached and reference."""
@@ -18,6 +22,10 @@ def results_table(rows: list[dict], *, with_job: bool = False, with_model: bool 
     ]
     for name, fmt in extra_metrics(rows).items():
         columns += [(name, name, fmt.format), (f"reference {name}", f"reference_{name}", fmt.format)]
+    for name, fmt, with_reference in PERCEPTUAL:  # python -m cachelab.perceptual's figures, where the rows have them
+        if any(row.get(name) is not None for row in rows):
+            columns += [(name, name, fmt.format)]
+            columns += [(f"reference {name}", f"reference_{name}", fmt.format)] if with_reference else []
     cells = [[title for title, _, _ in columns]]
     rows = [{**row, "policy": f"{row['policy']} (bound)"} if row.get("bound") else row for row in rows]
     cells += [["-" if row.get(key) is None else fmt(row[key]) for _, key, fmt in columns] for row in rows]
