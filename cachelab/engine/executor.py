@@ -63,7 +63,8 @@ class StepLoopExecutor:
         text_kv = text_kv or (isinstance(policy, Stack) and policy.text_kv)
         self.policy = Stack(policies, text_kv=text_kv) if isinstance(policy, Stack) else policies[0]
         self.levels = {p.unit: Level(p.unit, p) for p in policies}
-        roles = self.levels["module"].policy.roles if "module" in self.levels else ()
+        inner = self.levels.get("module") or self.levels.get("token")
+        roles = inner.policy.roles if inner else ()
         self.sites = module_sites([b for b, _ in self.blocks], self.spec.module_roles, roles) if roles else []
         self.costs = Costs()  # measured seconds of each block and module: the block-work accounting
         self.timer = Timer(self.costs, lambda: synchronize_device(transformer) if synchronize else None,
@@ -92,7 +93,13 @@ class StepLoopExecutor:
         inner = WholeBlocks(self.timer)
         if "block" in self.levels:
             inner = BlockRunner(self.blocks, self.levels["block"].policy, self.decider, self.timer, self.rehearsal_state)
-        self.module_runner = ModuleRunner(self.levels["module"].policy, self.decider, self.timer) if "module" in self.levels else None
+        self.module_runner = None
+        if "module" in self.levels:
+            self.module_runner = ModuleRunner(self.levels["module"].policy, self.decider, self.timer)
+        elif "token" in self.levels:
+            from .tokens import TokenRunner
+
+            self.module_runner = TokenRunner(self.levels["token"].policy, self.decider, self.timer, self.spec)
         if "step" in self.levels:
             return StepRunner(self.blocks, self.spec, self.levels["step"].policy, self.decider, inner, self.rehearsal_state)
         return inner

@@ -18,6 +18,7 @@ instead of waiting for each other. Alone (no context parallelism) everything her
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import contextvars
 import logging
 import time
@@ -121,13 +122,11 @@ class Reduction:
             self._raise_together(error, rows[:, 0])
         if bool((rows == rows[0]).all()):
             return decision
-        from ..policies.base import compute  # the policies import this module
-
         self.disagreements += 1
         if self.disagreements == 1 and self.rank == 0:
             log.warning("the ranks' policies answered differently (a policy that reads its own shard's tensors "
                         "without reducing them): every rank computes where they disagree")
-        return compute(float(rows[0, 3]) if rows[0, 2] else None)
+        return dataclasses.replace(decision, compute=True, weights=None, signal=float(rows[0, 3]) if rows[0, 2] else None)
 
     def _raise_together(self, error: BaseException | None, failed: torch.Tensor) -> None:
         messages = [None] * self.size

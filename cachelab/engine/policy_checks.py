@@ -23,7 +23,7 @@ def check_policy(policy: CachePolicy, spec, blocks: list) -> None:
         raise ValueError(f"{policy!r} reads a block's input signal, which only block-unit policies (unit = 'block') get")
     if where & {"call", "first_block", "head"} and policy.unit != "step":
         raise ValueError(f"{policy!r} reads signals of the whole call, which only step-unit policies (unit = 'step') get")
-    if policy.unit == "module":
+    if policy.unit in ("module", "token"):
         if set(policy.roles) - set(ROLES):
             raise ValueError(f"{policy!r} decides for roles {sorted(policy.roles)}; module roles are {', '.join(ROLES)}")
         if not module_sites([b for b, _ in blocks], spec.module_roles, policy.roles):

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-#: step: one decision per call for a block range; block: one per block; module: one per (block, role).
-UNITS = ("step", "block", "module")
+#: step: one decision per call for a block range; block: one per block; module: one per (block, role); token: one per
+#: (block, role), choosing which tokens of the module compute (``cachelab.engine.tokens``).
+UNITS = ("step", "block", "module", "token")
 #: Module roles a model spec can name: self (or joint) attention, cross attention, feed-forward.
 ROLES = ("attn", "cross_attn", "ff")
 _MEASUREMENTS = 3  # a unit is timed on its first computed calls only: its cost, without a sync at every call

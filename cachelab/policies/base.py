@@ -80,6 +80,8 @@ class Decision:
     compute: bool
     signal: float | None = None
     weights: tuple[float, ...] | None = None
+    #: Token-level policies: the indices of the tokens to compute (the others stood in for); None: all of them.
+    tokens: Any = None
 
 
 def compute(signal: float | None = None) -> Decision:

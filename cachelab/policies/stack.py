@@ -34,6 +34,8 @@ class Stack(CachePolicy):
         for policy in built:
             if isinstance(policy, Stack) or policy.rehearses:
                 raise ValueError(f"{policy!r} cannot be stacked: stacks hold single policies that decide while they run")
+        if {"module", "token"} <= set(units):
+            raise ValueError(f"a stack holds a module or a token policy, not both (both decide per module); got {built}")
         if len(set(units)) != len(units):
             raise ValueError(f"a stack holds one policy per unit (step, block, module); got units {units} for {built}")
         self.policies = sorted(built, key=lambda p: UNITS.index(p.unit))
