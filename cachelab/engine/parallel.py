@@ -18,8 +18,8 @@ instead of waiting for each other. Alone (no context parallelism) everything her
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import contextvars
+import dataclasses
 import logging
 import time
 
