@@ -256,11 +256,13 @@ def _settle_threshold(run: RunConfig) -> None:
     """The top-level threshold replaces the policy's own; `run.threshold` ends as the one in effect
     (None for policies without a threshold)."""
     from .policies import registered_policies
+    from .policies.configs import recorded_config
 
     _import_policy_module(run)
     name = run.policy.get("name")
     policies = registered_policies()
     _require(name in policies, f"policy.name={name!r} is not a registered policy; registered: {', '.join(sorted(policies))}")
+    run.policy = recorded_config(policies[name], run.policy)
     if not policies[name].uses_threshold:
         run.threshold = None
     elif run.threshold is not None:

@@ -1,5 +1,5 @@
 """Policy settings said once: built-in policies are dataclasses whose fields are the constructor arguments,
-params(), the CLI defaults in conf/policy/ and the README table; plain subclasses keep working."""
+params(), the CLI defaults (policy=<name>, generated from the class) and the README table; plain subclasses keep working."""
 
 import dataclasses
 import re
@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
+from test_runner_fixtures import composed
 from tiny import generate
 
 import cachelab
 from cachelab import CachePolicy, FirstBlockCache, Learned, MagCache, TeaCache, compute, reuse
-from cachelab.config import config_dir
 from cachelab.policies import make_policy, register_policy, registered_policies
 from cachelab.schedules import Plan
 
@@ -21,9 +21,9 @@ CLI_THRESHOLDS = {"first_block": 0.1}
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def init_fields(cls) -> dict:
+def init_fields(cls, recorded_only: bool = True) -> dict:
     return {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
-            for f in dataclasses.fields(cls) if f.init and f.metadata.get("recorded", True)}
+            for f in dataclasses.fields(cls) if f.init and (f.metadata.get("recorded", True) or not recorded_only)}
 
 
 def test_every_policy_is_built_in():
@@ -40,10 +40,10 @@ def test_params_are_the_init_fields(name):
 
 @pytest.mark.parametrize("name", sorted(BUILT_IN))
 def test_the_cli_defaults_are_the_class_defaults(name):
-    defaults = init_fields(BUILT_IN[name])
-    yaml = OmegaConf.to_container(OmegaConf.load(Path(config_dir()) / "policy" / f"{name}.yaml"))
+    defaults = init_fields(BUILT_IN[name], recorded_only=False)  # the learned plans too (None: the calibration's)
+    yaml = OmegaConf.to_container(composed([f"policy={name}"]).policy)  # generated from the class (no yaml)
     assert yaml.pop("name") == name
-    assert set(yaml) == set(defaults), f"conf/policy/{name}.yaml keys differ from {BUILT_IN[name].__name__}'s settings"
+    assert set(yaml) == set(defaults), f"policy={name} keys differ from {BUILT_IN[name].__name__}'s settings"
     if name in CLI_THRESHOLDS:
         assert yaml.pop("threshold") == CLI_THRESHOLDS[name] != defaults.pop("threshold")
     assert yaml == {key: list(value) if isinstance(value, tuple) else value for key, value in defaults.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..tune.knobs import threshold_knob
 from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute, relative_l1
 from .registry import register_policy
 
@@ -33,6 +34,7 @@ class DBPrune(CachePolicy, Forecasts):
     dynamic_threshold: bool = False
     max_dynamic_threshold: float | None = None
     dynamic_relax_ratio: float = 1.25
+    tune_knob = threshold_knob()  # what cachelab.tune searches
 
     def __post_init__(self) -> None:
         check_number("threshold", self.threshold)

@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from ..tune.knobs import head_tail_space
 from .base import Decision, Forecasts, StepContext, check_number, compute
 from .first_block import HeadResidualChange
 from .registry import register_policy
@@ -31,6 +32,7 @@ class DualBlockCache(HeadResidualChange, Forecasts):
     max_cached_steps: int = -1
     max_continuous_cached_steps: int = -1
     taylor_order: int = 0
+    tune_knob = head_tail_space()  # what cachelab.tune searches: Fn, Bn, warm-up and threshold
 
     def __post_init__(self) -> None:
         super().__post_init__()

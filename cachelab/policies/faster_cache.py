@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from numbers import Real
 
+from ..tune.knobs import interval_knob
 from .base import CachePolicy, Decision, StepContext, UncondFromCond, check_number, compute, forecast
 from .pab import OneTimestepPerStep, timestep_range
 from .registry import register_policy
@@ -51,6 +52,7 @@ class FasterCache(OneTimestepPerStep, CachePolicy):
     alpha_low_frequency: float = 1.1
     alpha_high_frequency: float = 1.1
     is_guidance_distilled: bool = False
+    tune_knob = interval_knob("spatial_attention_block_skip_range")  # what cachelab.tune searches
 
     unit = "module"
     roles = ("attn",)

@@ -1,7 +1,9 @@
 """First Block Cache (ParaAttention; the rule of diffusers' ``FirstBlockCacheConfig``)."""
 
 from dataclasses import dataclass
+from typing import ClassVar
 
+from ..tune.knobs import threshold_knob
 from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute, forecast, relative_l1
 from .registry import register_policy
 from .taylor import taylor_weights
@@ -54,3 +56,6 @@ class FirstBlockCache(HeadResidualChange, Forecasts):
     head_blocks = 1
     threshold: float = 0.05
     taylor_order: int = 0
+    #: ``python -m cachelab policy=first_block`` starts from 0.1 (diffusers' default 0.05 stays the class's).
+    cli_defaults: ClassVar[dict] = {"threshold": 0.1}
+    tune_knob = threshold_knob()  # what cachelab.tune searches

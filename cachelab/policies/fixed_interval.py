@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from ..tune.knobs import interval_knob
 from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute
 from .registry import register_policy
 
@@ -11,6 +12,7 @@ class IntervalSchedule(CachePolicy):
 
     interval: int
     warmup_steps: int
+    tune_knob = interval_knob("interval")  # what cachelab.tune searches (fixed_interval's and taylorseer's)
 
     def __post_init__(self) -> None:
         check_number("interval", self.interval, minimum=1, integer=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..tune.knobs import interval_knob
 from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute
 from .registry import register_policy
 
@@ -20,6 +21,7 @@ class Fora(CachePolicy, Forecasts):
 
     interval: int = 3
     warmup_steps: int = 0
+    tune_knob = interval_knob("interval")  # what cachelab.tune searches
 
     unit = "module"
     roles = ("attn", "cross_attn", "ff")

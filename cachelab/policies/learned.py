@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..schedules import Plan
+from ..tune.knobs import budget_knob
 from .base import NOT_RECORDED, CachePolicy, Decision, StepContext, check_number, compute
 from .planned import follow
 from .registry import register_policy
@@ -29,6 +30,7 @@ class Learned(CachePolicy):
     unit: str = "step"
     plans: dict | None = field(default=None, metadata=NOT_RECORDED)
     block_plans: dict | None = field(default=None, metadata=NOT_RECORDED)
+    tune_knob = budget_knob()  # what cachelab.tune searches
 
     def __post_init__(self) -> None:
         check_number("budget", self.budget, minimum=1, integer=True)

@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..tune.knobs import threshold_knob
 from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute
 from .registry import register_policy
 
@@ -48,6 +49,7 @@ class MagCache(CachePolicy, Forecasts):
     max_skip_steps: int = 3
     retention_ratio: float = 0.2
     mag_ratios: Sequence[float] | None = None
+    tune_knob = threshold_knob()  # what cachelab.tune searches
 
     def __post_init__(self) -> None:
         check_number("threshold", self.threshold)

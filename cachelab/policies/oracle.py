@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..schedules import FORECASTS, best_plan, estimator, gram
+from ..tune.knobs import budget_knob
 from .base import CachePolicy, Decision, StepContext, check_number
 from .planned import follow
 from .registry import register_policy
@@ -28,6 +29,7 @@ class Oracle(CachePolicy):
     budget: int = 8
     forecast: str = "fitted"
     history: int = 2
+    tune_knob = budget_knob()  # what cachelab.tune searches
 
     def __post_init__(self) -> None:
         check_number("budget", self.budget, minimum=1, integer=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from numbers import Real
 
+from ..tune.knobs import interval_knob
 from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute
 from .registry import register_policy
 
@@ -66,6 +67,7 @@ class PyramidAttentionBroadcast(OneTimestepPerStep, CachePolicy, Forecasts):
     spatial_attention_timestep_skip_range: tuple[float, float] = (100, 800)
     temporal_attention_timestep_skip_range: tuple[float, float] = (100, 800)
     cross_attention_timestep_skip_range: tuple[float, float] = (100, 800)
+    tune_knob = interval_knob("spatial_attention_block_skip_range")  # what cachelab.tune searches
 
     unit = "module"
 

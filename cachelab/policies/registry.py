@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Callable
 
 from .base import CachePolicy
+from .configs import store_policy_config
 
 _POLICIES: dict[str, type[CachePolicy]] = {}
 
 
 def register_policy(name: str) -> Callable[[type[CachePolicy]], type[CachePolicy]]:
-    """Class decorator: ``@register_policy("my_policy")`` makes ``make_policy("my_policy")`` work."""
+    """Class decorator: ``@register_policy("my_policy")`` makes ``make_policy("my_policy")`` work, and for a
+    dataclass policy stores the Hydra config ``policy=my_policy`` generated from its fields (``.configs``)."""
 
     def add(cls: type[CachePolicy]) -> type[CachePolicy]:
         if not (isinstance(cls, type) and issubclass(cls, CachePolicy)):
@@ -19,6 +21,7 @@ def register_policy(name: str) -> Callable[[type[CachePolicy]], type[CachePolicy
             raise ValueError(f"a policy named {name!r} is already registered ({_POLICIES[name].__name__})")
         cls.name = name
         _POLICIES[name] = cls
+        store_policy_config(cls)
         return cls
 
     return add

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..tune.knobs import threshold_knob
 from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute, forecast, register_call_signal
 from .registry import register_policy
 
@@ -97,6 +98,7 @@ class SeaCache(CachePolicy, Forecasts):
     cache_end_steps: int = 1
     max_consecutive_cached: int = 2
     power_exp: float = VIDEO_POWER_EXP
+    tune_knob = threshold_knob()  # what cachelab.tune searches
 
     def __post_init__(self) -> None:
         check_number("threshold", self.threshold)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from ..tune.knobs import threshold_knob
 from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute, relative_l1
 from .registry import register_policy
 
@@ -45,6 +46,7 @@ class TeaCache(CachePolicy, Forecasts):
 
     threshold: float = 0.4
     coefficients: Sequence[float] | None = None
+    tune_knob = threshold_knob()  # what cachelab.tune searches
 
     def __post_init__(self) -> None:
         check_number("threshold", self.threshold)

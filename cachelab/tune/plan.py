@@ -5,8 +5,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from ..config import ConfigError, RunConfig, config_dir
 from .settings import TuneSettings
 from .validation import setting_run
@@ -39,14 +37,18 @@ def chosen_policies(plain: dict, settings: TuneSettings) -> list[str]:
 
 
 def policy_config(name: str, plain: dict) -> dict:
-    """The policy's config: policy=<name> with the user's policy.* overrides, else conf/policy/<name>.yaml."""
+    """The policy's config: policy=<name> with the user's policy.* overrides, else what policy=<name> composes
+    from (its conf/policy/<name>.yaml, else the config generated from its dataclass)."""
+    from ..policies.configs import policy_config as composed_from
+
     chosen = plain.get("policy")
     if chosen is not None and chosen.get("name") == name:
         return dict(chosen)
-    path = Path(config_dir()) / "policy" / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"policy={name} has no config {path}")
-    return OmegaConf.to_container(OmegaConf.load(path))
+    config = composed_from(name, config_dir())
+    if config is None:
+        raise ConfigError(f"policy={name} has no config: neither {Path(config_dir()) / 'policy' / f'{name}.yaml'} "
+                          "nor fields of a dataclass to generate one from")
+    return config
 
 
 def tuning_run(plain: dict, settings: TuneSettings, policy: dict) -> RunConfig:
@@ -88,7 +90,7 @@ def fitting(names: list[str], configs: dict[str, dict], plain: dict, explicit: b
     fit, unfit = [], {}
     for name in names:
         try:
-            knob = knob_for(name, registered_policies()[name].uses_threshold, steps=28, blocks=1)
+            knob = knob_for(registered_policies()[name], steps=28, blocks=1)
             if knob is None:
                 raise ConfigError(f"policy={name} has no knob that cachelab.tune knows (a threshold, interval or budget)")
             if isinstance(knob, Space) and importlib.util.find_spec("optuna") is None:

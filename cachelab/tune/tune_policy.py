@@ -25,7 +25,7 @@ def tune_policy(name: str, policy_config: dict, plain: dict, settings: TuneSetti
     from ..policies import registered_policies
 
     cls = registered_policies()[name]
-    knob = knob_for(name, cls.uses_threshold, tuning.run.steps, tuning.blocks)
+    knob = knob_for(cls, tuning.run.steps, tuning.blocks)
     if knob is None:
         raise ConfigError(f"policies: {name} has no knob that cachelab.tune knows (threshold, interval, budget)")
     record = dict(policy=name, bound=cls.bound, knob=knob.key if isinstance(knob, Knob) else list(knob.keys),
