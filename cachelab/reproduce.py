@@ -7,7 +7,9 @@ The folder's name is the experiment's (`conf/experiment/<name>.yaml`). The sweep
 `python -m cachelab experiment=<name>` with the overrides stored in results.json, into a temporary folder
 (`--keep DIR` keeps it; `--from DIR` takes a finished sweep instead of running one). Decisions, computed
 steps, PSNR, SSIM and the model's metric must match exactly (the same config gives the same images on the
-same CPU, torch build and code); speedups, which are timings, within a relative tolerance.
+same CPU, torch build and code); speedups, which are timings, within a relative tolerance (`--tolerance inf`:
+not compared). The sweep computes its uncached references itself, in a reference store of its own: a shared
+store (`cache_dir`) may hold references made by runs with another torch thread count, which round differently.
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ def experiment_name(folder: Path) -> str:
     return name
 
 
-def run_sweep(name: str, overrides: list[str], sweep_dir: Path) -> float | None:
-    """Run the experiment's sweep into ``sweep_dir``; its wall seconds (None when it failed)."""
+def run_sweep(name: str, overrides: list[str], sweep_dir: Path, store: Path) -> float | None:
+    """Run the experiment's sweep into ``sweep_dir``, with ``store`` as its (new) reference store; its wall
+    seconds (None when it failed)."""
     command = [sys.executable, "-m", "cachelab", f"experiment={name}", *overrides,
-               f"hydra.sweep.dir={sweep_dir}", "logger=none", "quiet=true"]
+               f"hydra.sweep.dir={sweep_dir}", f"cache_dir={store}", "logger=none", "quiet=true"]
     print("running:", " ".join(command[1:]), flush=True)
     start = time.perf_counter()
     done = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = args.overrides if args.write else committed["overrides"]
     with tempfile.TemporaryDirectory(prefix=f"cachelab-{name}-") as scratch:
         sweep_dir = args.source or args.keep or Path(scratch) / "sweep"
-        seconds = sweep_seconds(sweep_dir) if args.source else run_sweep(name, overrides, sweep_dir)
+        seconds = sweep_seconds(sweep_dir) if args.source else run_sweep(name, overrides, sweep_dir, Path(scratch) / "references")
         if seconds is None:
             return 1
         rows = sweep_rows(sweep_dir)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from test_runner_fixtures import composed, run_cli
+from test_runner_fixtures import REPO, composed, run_cli
 
 from cachelab import reproduce
 from cachelab.ablations.results import differences
@@ -80,3 +80,19 @@ def test_a_folder_that_names_no_experiment_is_refused(tmp_path, capsys):
     assert exit.value.code == 2
     error = capsys.readouterr().err
     assert "no conf/experiment/no_such_experiment.yaml (experiments: " in error and "fbc_threshold_sweep" in error
+
+
+def test_the_quickest_committed_experiment_reproduces_exactly(capsys):
+    """CI re-runs a committed table (fbc_threshold_sweep: 4 jobs, about 100 s on 2 CPU cores): a change that moves
+    decisions, computed steps, PSNR, SSIM or the digit accuracy fails here. Speedups, timings on a shared machine,
+    are not compared. Bit-identical images need the CPU and torch build the table was recorded with."""
+    folder = REPO / "experiments" / "fbc_threshold_sweep"
+    committed = json.loads((folder / "results.json").read_text())
+    if committed["machine"] != reproduce.machine():
+        pytest.skip(f"the table was recorded on {committed['machine']}, this is {reproduce.machine()}: "
+                    "other kernels round differently")
+    code = reproduce.main([str(folder), "--tolerance", "inf"])
+    printed = capsys.readouterr()
+    assert code == 0, (f"{printed.out}{printed.err[-3000:]}\nIf the change is meant to move the numerics, re-record every experiment "
+                       "(python -m cachelab.reproduce --write experiments/<name>) and say why in the commit")
+    assert "fbc_threshold_sweep reproduces: 4 jobs" in printed.out
