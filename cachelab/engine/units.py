@@ -140,7 +140,13 @@ class Costs:
     def work(self, blocks: int, skipped: list[str]) -> float:
         """The computed share of the block work of a call that skipped the units ``skipped``."""
         total = sum(self.of(block_unit(i)) for i in range(blocks))
-        return max(0.0, 1.0 - sum(self.of(unit) for unit in skipped) / total)
+        return max(0.0, 1.0 - sum(self.saved(unit) for unit in skipped) / total)
+
+    def saved(self, unit: str) -> float:
+        """The seconds a skipped unit saved. Token level (``cachelab.engine.tokens``): ``full<partial`` is a unit computed
+        on some of its tokens, which saved its measured full cost less the measured cost of the partial call."""
+        full, _, partial = unit.partition("<")
+        return self.of(full) - self.of(partial) if partial else self.of(full)
 
 
 _UNTIMED = contextlib.nullcontext()

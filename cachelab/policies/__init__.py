@@ -55,3 +55,6 @@ __all__ = [
     "register_policy",
     "registered_policies",
 ]
+from .clusca import ClusCa  # noqa: E402,F401
+from .duca import DuCa  # noqa: E402,F401
+from .toca import ToCa  # noqa: E402,F401
