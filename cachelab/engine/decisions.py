@@ -39,6 +39,8 @@ class Decider:
         if following is not None:
             return following
         decision = parallel.ask(call.branch.policies[level], context, self.reduction(), self.levels[level].history)
+        if call.refresh and not decision.compute:  # an expert's first call computes, whatever its policy said
+            decision = compute(decision.signal)
         if self.shared:
             self.leaders.setdefault((context.step, context.unit), (context.branch, decision))
         return decision

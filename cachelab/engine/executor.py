@@ -56,7 +56,10 @@ class StepLoopExecutor:
             raise TypeError(f"policy must be a CachePolicy instance such as FirstBlockCache(threshold=0.2), got {policy!r}")
         self.transformer, self.scheduler, self.num_steps, self.synchronize = transformer, scheduler, num_steps, synchronize
         self.spec = spec_for(transformer)
-        self.blocks = blocks_of(transformer, self.spec)
+        second = getattr(pipeline, "transformer_2", None)  # Wan 2.2: a second expert for the low-noise steps
+        self.experts = [transformer] + ([second] if isinstance(second, torch.nn.Module) else [])
+        self.expert_blocks = [blocks_of(expert, self.spec) for expert in self.experts]
+        self.blocks = self.expert_blocks[0]
         policies = [self._for_model(p) for p in (policy.policies if isinstance(policy, Stack) else [policy])]
         for level in policies:
             check_policy(level, self.spec, self.blocks)
@@ -65,7 +68,9 @@ class StepLoopExecutor:
         self.levels = {p.unit: Level(p.unit, p) for p in policies}
         inner = self.levels.get("module") or self.levels.get("token")
         roles = inner.policy.roles if inner else ()
-        self.sites = module_sites([b for b, _ in self.blocks], self.spec.module_roles, roles) if roles else []
+        self.expert_sites = [module_sites([b for b, _ in blocks], self.spec.module_roles, roles) if roles else []
+                             for blocks in self.expert_blocks]
+        self.sites = self.expert_sites[0]
         self.costs = Costs()  # measured seconds of each block and module: the block-work accounting
         self.timer = Timer(self.costs, lambda: synchronize_device(transformer) if synchronize else None,
                            lambda: next(transformer.parameters()).device.type == "cpu")
@@ -76,7 +81,7 @@ class StepLoopExecutor:
         parts = [p.uncond_from_cond() for p in policies if p.uncond_from_cond() is not None]
         self.guidance = Guidance(parts[0], self.clock, pipeline, transformer, self.spec, len(self.blocks)) if parts else None
         self.runner = self._runners()
-        self.text_kv = TextKV(self.spec, self.blocks, self._branch_in_flight) if text_kv else None
+        self.text_kv = TextKV(self.spec, self.expert_blocks, self._branch_in_flight) if text_kv else None
         self._patches, self._work_version = Patches(), -1
         self.trace: list[StepRecord] = []
         self._branches: dict[str, Branch] = {}
@@ -92,7 +97,7 @@ class StepLoopExecutor:
         """The runner of the outermost level, each level's runner computing its units with the next one in."""
         inner = WholeBlocks(self.timer)
         if "block" in self.levels:
-            inner = BlockRunner(self.blocks, self.levels["block"].policy, self.decider, self.timer, self.rehearsal_state)
+            inner = BlockRunner(self.levels["block"].policy, self.decider, self.timer, self.rehearsal_state)
         self.module_runner = None
         if "module" in self.levels:
             self.module_runner = ModuleRunner(self.levels["module"].policy, self.decider, self.timer)
@@ -110,13 +115,14 @@ class StepLoopExecutor:
 
     def install(self) -> "StepLoopExecutor":
         patch = self._patches.patch
-        patch(self.transformer, "forward", self._transformer_forward)
-        if hasattr(self.transformer, "cache_context"):
-            patch(self.transformer, "cache_context", self.clock.cache_context)
-        for index, (block, _) in enumerate(self.blocks):
-            patch(block, "forward", functools.partial(self._block_forward, index))
-        for site in self.sites:
-            patch(site.module, "forward", functools.partial(self._module_forward, site))
+        for expert, (transformer, blocks, sites) in enumerate(zip(self.experts, self.expert_blocks, self.expert_sites)):
+            patch(transformer, "forward", functools.partial(self._transformer_forward, expert))
+            if hasattr(transformer, "cache_context"):
+                patch(transformer, "cache_context", self.clock.cache_context)
+            for index, (block, _) in enumerate(blocks):
+                patch(block, "forward", functools.partial(self._block_forward, index))
+            for site in sites:
+                patch(site.module, "forward", functools.partial(self._module_forward, site))
         if self.text_kv is not None:
             self.text_kv.install(patch)
         if self.scheduler is not None:
@@ -150,20 +156,25 @@ class StepLoopExecutor:
             self.reduction = parallel.Reduction(group, width=max(8, 5 + max(level.history for level in self.levels.values())))
         return self.reduction
 
-    def _transformer_forward(self, original, *args, **kwargs):
+    def _transformer_forward(self, expert: int, original, *args, **kwargs):
         arguments = Arguments(self.transformer, args, kwargs, self.clock.loop)
         timestep = arguments[self.spec.timestep_argument]
         name = self.clock.branch(timestep)
-        branch = self._branches.get(name)
-        if branch is None:
-            branch = self._branches[name] = Branch(self.levels)
+        key = name if expert == 0 else (name, expert)  # each expert's state apart
+        branch = self._branches.get(key)
+        refresh = False
+        if branch is None:  # an expert joining mid-generation counts the steps the other one made, and computes
+            steps = sum(b.step for k, b in self._branches.items() if (k if isinstance(k, str) else k[0]) == name)
+            branch = self._branches[key] = Branch(self.levels, step=steps)
+            refresh = steps > 0
         context = StepContext(branch.step, self._steps_in_generation(), name, timestep,
                               computed_steps=tuple(branch.kept_for("step", "step").steps) if "step" in self.levels else (),
                               num_blocks=len(self.blocks), timestep_scale=self.spec.timestep_scale, sigma=self.clock.loop.get("sigma"))
-        call = self._call = Call(branch, context, following=self.decider.following(name, branch.step))
+        call = self._call = Call(branch, context, following=self.decider.following(name, branch.step),
+                                 blocks=self.expert_blocks[expert], refresh=refresh)
         if call.following is None and "step" in self.levels:
             for signal in read_at("call", self.levels["step"].policy.signals):
-                context.signals[signal.name] = signal.read(self.transformer, arguments)
+                context.signals[signal.name] = signal.read(self.experts[expert], arguments)
         if self.synchronize:
             synchronize_device(self.transformer)
         start = time.perf_counter()
@@ -174,6 +185,7 @@ class StepLoopExecutor:
         finally:
             self._call = None
         self.trace.append(self._record(call, time.perf_counter() - start, timestep))
+        self.trace[-1].expert = expert
         self._update_work()
         branch.step += 1
         self.clock.call_ended()

@@ -33,6 +33,7 @@ class StepRecord:
     units: tuple[tuple[str, bool], ...] = field(default=(), repr=False)
     skipped_units: tuple[str, ...] = field(default=(), repr=False)
     batch_share: float = field(default=1.0, repr=False)  # 0.5: a batched CFG call run on its cond half only
+    expert: int = field(default=0, repr=False)  # which transformer ran it: 1 for Wan 2.2's transformer_2
 
     @property
     def timestep(self) -> float | None:
@@ -93,6 +94,8 @@ class Call:
     input_hidden: torch.Tensor | None = None
     reference: tuple = (None, None)
     following: Decision | None = None  # the step's leading branch's decision, under shared CFG decisions
+    blocks: list = field(default_factory=list)  # the (block, output format) of the transformer called (an expert)
+    refresh: bool = False  # the first call of an expert after the switch: every unit computes
     inner: bool = True  # whether the block in flight is one the inner levels (block, module) decide in
     unit_decisions: dict[str, Decision] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # cost keys of the blocks and modules stood in for

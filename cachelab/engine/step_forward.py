@@ -16,7 +16,7 @@ class StepRunner:
         self.tail, self.caches = policy.tail_blocks, policy.caches
 
     def block(self, call, index: int, original, args, kwargs):
-        block, output = self.blocks[index]
+        block, output = call.blocks[index]
         if call.skipping and index < self.tail_start:
             arguments = Arguments(block, args, kwargs)
             return output.pack(arguments["hidden_states"], arguments["encoder_hidden_states"])

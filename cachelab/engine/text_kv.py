@@ -20,14 +20,17 @@ PROJECTIONS = ("to_k", "to_v", "add_k_proj", "add_v_proj")
 
 
 class TextKV:
-    def __init__(self, spec, blocks, branch):
-        sites = module_sites([b for b, _ in blocks], spec.module_roles, ("cross_attn",))
+    def __init__(self, spec, expert_blocks, branch):
+        """``expert_blocks``: the (block, output) lists of the transformer and of any second expert (Wan 2.2)."""
+        sites = [(expert, site) for expert, blocks in enumerate(expert_blocks)
+                 for site in module_sites([b for b, _ in blocks], spec.module_roles, ("cross_attn",))]
         if not sites:
             raise ValueError(
                 f"the text K/V cache needs cross-attention over the text encoder's unchanged states; the {spec.family} "
                 "family has none (its text stream changes from block to block in joint attention): run without text_kv"
             )
-        self.projections = [(f"{site.key}.{name}", getattr(site.module, name)) for site in sites for name in PROJECTIONS
+        self.projections = [(f"{'expert%d.' % expert if expert else ''}{site.key}.{name}", getattr(site.module, name))
+                            for expert, site in sites for name in PROJECTIONS
                             if isinstance(getattr(site.module, name, None), torch.nn.Module)]
         self.branch = branch
         self.reset()

@@ -23,15 +23,15 @@ class WholeBlocks:
 class BlockRunner:
     """A block-level policy's block: its residual (hidden and text streams) is what is kept and stood in."""
 
-    def __init__(self, blocks, policy, decider, timer, rehearsal):
-        self.blocks, self.decider, self.timer, self.rehearsal = blocks, decider, timer, rehearsal
+    def __init__(self, policy, decider, timer, rehearsal):
+        self.decider, self.timer, self.rehearsal = decider, timer, rehearsal
         self.signals, self.caches = read_at("block", policy.signals), policy.caches
         self.whole = WholeBlocks(timer)
 
     def block(self, call, index: int, original, args, kwargs):
         if not call.inner:
             return self.whole.block(call, index, original, args, kwargs)
-        block, output = self.blocks[index]
+        block, output = call.blocks[index]
         arguments = Arguments(block, args, kwargs)
         hidden, encoder = arguments["hidden_states"], arguments["encoder_hidden_states"]
         unit = block_unit(index)

@@ -134,7 +134,7 @@ class SeaCache(CachePolicy, Forecasts):
     def decide(self, ctx: StepContext) -> Decision:
         indicator = ctx.signals[self._signal]
         previous, self.previous = self.previous, indicator
-        if self._forced(ctx):
+        if self._forced(ctx) or previous is None:  # a copy that starts mid-generation (a second expert) too
             return self._compute(None)
         accumulated = self.accumulated + mean_relative_l1(indicator, previous)
         if accumulated >= self.threshold or not ctx.computed_steps:
