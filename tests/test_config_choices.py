@@ -23,7 +23,7 @@ def test_valid_or_unreadable_command_lines_pass(arguments):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["policy=first_blok"], "policy=first_blok: no such policy (nearest: first_block); the choices are dbcache, "),
+    (["policy=first_blok"], "policy=first_blok: no such policy (nearest: first_block); the choices are "),
     (["-m", "threshold=0.1", "policy=[first_block,teacach]"], "policy=teacach: no such policy (nearest: teacache)"),
     (["+policy@other=magcach"], "policy=magcach: no such policy (nearest: magcache)"),
     (["variant=teacache_indicators/raw_input_7"], "variant=teacache_indicators/raw_input_7: no such variant (nearest: "
