@@ -10,9 +10,9 @@ only and stands in for the others from their kept outputs, per token:
   projections of every token), and only its attention product is restricted to the chosen queries
   (``query_subset`` wraps the processor's ``dispatch_attention_fn`` or ``F.scaled_dot_product_attention``);
 - text tokens (the text stream of joint blocks: Flux's ``ff_context`` and the text half of its joint attention,
-  the text rows of Flux's and HunyuanVideo's single-stream blocks) always compute: a policy chooses among the
-  image or video tokens only. A role the policy stands in for as a whole (``Decision(compute=False)``) stands in
-  for its text modules too, as a module-level policy would.
+  the text rows of Flux's and HunyuanVideo's single-stream blocks, CogView4's feed-forward called again on the
+  text) always compute: a policy chooses among the image or video tokens only. A role the policy stands in for as
+  a whole (``Decision(compute=False)``) stands in for its text modules too, as a module-level policy would.
 
 Per unit and CFG branch the runtime keeps (``TokenState``): the newest value of each token's output (the stand-in's
 base, updated by every partial call), each token's cache age (calls since it last computed, ToCa's cache index), and
@@ -92,6 +92,7 @@ class TokenRunner:
             raise ValueError(f"{policy!r} asks for unknown token signals {sorted(unknown)}; known: {', '.join(TOKEN_SIGNALS)}")
         self.forecasts = not isinstance(policy.stand_in_rule, Reuse)
         self.text_length: int | None = None  # text tokens of the call in flight, seen at a joint module
+        self._call, self._calls = None, {}  # the call in flight, and how often each module was called in it
 
     # -- the module ---------------------------------------------------------------------------------------------
 
@@ -102,25 +103,29 @@ class TokenRunner:
         name = "hidden_states" if "hidden_states" in parameter_names(type(site.module)) else parameter_names(type(site.module))[0]
         hidden = arguments[name]
         encoder = arguments["encoder_hidden_states"] if "encoder_hidden_states" in parameter_names(type(site.module)) else None
-        text = site.attribute in TEXT_MODULES
+        if self._call is not call:
+            self._call, self._calls = call, {}
+        repeat = self._calls[site.key] = self._calls.get(site.key, -1) + 1
+        key = site.key if not repeat else f"{site.key}#{repeat}"  # a module called again in its block (CogView4's ff on text)
+        text = site.attribute in TEXT_MODULES or repeat > 0
         if text:
             self.text_length = hidden.shape[1]
         elif encoder is not None and site.role == "attn":
             self.text_length = encoder.shape[1]
         rows = self._image_rows(site, hidden, encoder)
-        kept = call.branch.kept_for(site.key, "token")
-        state = _states(call.branch).setdefault(site.key, TokenState())
+        kept = call.branch.kept_for(key, "token")
+        state = _states(call.branch).setdefault(key, TokenState())
         decision = call.unit_decisions.get(site.unit)
         if decision is None:  # the role's first module in this block (the image one); ask_unit records it for the others
             signals = self._signals(state, hidden, rows)
             decision = self.decider.ask_unit(call, "token", site.unit, kept, signals, site.block, site.role)
         step = call.context.step
         if not decision.compute:
-            call.skipped.append(site.key)
-            return self._stand_in(kept, state, decision, step, site.key)
+            call.skipped.append(key)
+            return self._stand_in(kept, state, decision, step, key)
         tokens = None if text else decision.tokens
         if tokens is None:
-            with self.timer(site.key, call):
+            with self.timer(key, call):
                 result = original(*args, **kwargs)
             self._keep_full(kept, state, result, hidden, rows, step)
             return result
