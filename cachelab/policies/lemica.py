@@ -65,4 +65,6 @@ class LeMiCa(CachePolicy, Forecasts):
         if self.schedule is None:
             raise RuntimeError(f"{self!r} has no schedule: attach it to a pipeline (which reads the calibration), or "
                                "call for_model({'schedules': ...}, family) first")
+        if ctx.num_steps is not None and ctx.step == 0:
+            self.check_steps(ctx.num_steps)
         return compute() if ctx.step in self.computed else self.skip(ctx)
