@@ -113,6 +113,7 @@ class RunConfig:
     verbose: bool = False
     compile: bool = False
     cfg_decisions: str = "separate"
+    stack: List[Any] = field(default_factory=list)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     resume: Optional[str] = None
 
@@ -313,13 +314,19 @@ def shipped_calibration(run: RunConfig) -> dict:
 
 def make_run_policy(run: RunConfig):
     """The policy the config describes (knob errors become one line)."""
-    from .policies import make_policy
+    from .policies import Stack, make_policy
 
     knobs = {key: value for key, value in run.policy.items() if key not in ("name", "module") and value is not None}
     try:
-        return make_policy(run.policy["name"], **knobs)
+        policy = make_policy(run.policy["name"], **knobs)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"policy={run.policy['name']}: {error}") from None
+    if not run.stack:
+        return policy
+    try:
+        return Stack([policy, *run.stack])
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"stack={list(run.stack)}: {error}") from None
 
 
 def _require(condition: Any, message: str) -> None:
