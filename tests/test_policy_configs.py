@@ -47,7 +47,7 @@ def test_no_built_in_policy_repeats_its_fields_in_a_yaml():
 def test_policy_config_is_the_fields_with_their_defaults(name):
     cls = BUILT_IN[name]
     composed_policy = dict(composed([f"policy={name}"]).policy)
-    assert composed_policy == policy_node(cls) == policy_config(name, config_dir())
+    assert composed_policy == policy_node(cls) == policy_config(name, config_dir(), cls)
     fields = [f for f in dataclasses.fields(cls) if f.init]
     assert list(composed_policy) == ["name", *[f.name for f in fields if not f.kw_only], *[f.name for f in fields if f.kw_only]]
     run = validate([f"policy={name}"])

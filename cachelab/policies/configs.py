@@ -57,14 +57,12 @@ def store_policy_config(cls: type) -> None:
     ConfigStore.instance().store(group=GROUP, name=cls.name, node=node, provider=PROVIDER)
 
 
-def policy_config(name: str, conf: str | Path) -> dict[str, Any] | None:
-    """The config ``policy=<name>`` composes (without overrides): the registered policy's generated config with
-    ``<conf>/policy/<name>.yaml`` on top where there is one, as Hydra merges them; None when neither exists."""
+def policy_config(name: str, conf: str | Path, cls: type | None) -> dict[str, Any] | None:
+    """The config ``policy=<name>`` composes (without overrides): the generated config of ``cls`` (the policy
+    registered as ``name``, if any) with ``<conf>/policy/<name>.yaml`` on top where there is one, as Hydra merges
+    them; None when neither exists."""
     from omegaconf import OmegaConf
 
-    from .registry import registered_policies
-
-    cls = registered_policies().get(name)
     node = None if cls is None else policy_node(cls)
     path = Path(conf) / GROUP / f"{name}.yaml"
     if path.is_file():

@@ -39,12 +39,13 @@ def chosen_policies(plain: dict, settings: TuneSettings) -> list[str]:
 def policy_config(name: str, plain: dict) -> dict:
     """The policy's config: policy=<name> with the user's policy.* overrides, else what policy=<name> composes
     from (its conf/policy/<name>.yaml, else the config generated from its dataclass)."""
+    from ..policies import registered_policies
     from ..policies.configs import policy_config as composed_from
 
     chosen = plain.get("policy")
     if chosen is not None and chosen.get("name") == name:
         return dict(chosen)
-    config = composed_from(name, config_dir())
+    config = composed_from(name, config_dir(), registered_policies().get(name))
     if config is None:
         raise ConfigError(f"policy={name} has no config: neither {Path(config_dir()) / 'policy' / f'{name}.yaml'} "
                           "nor fields of a dataclass to generate one from")
