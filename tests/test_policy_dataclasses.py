@@ -28,7 +28,8 @@ def init_fields(cls, recorded_only: bool = True) -> dict:
 
 def test_every_policy_is_built_in():
     assert set(BUILT_IN) == {"none", "fixed_interval", "first_block", "dbcache", "teacache", "magcache", "taylorseer",
-                             "oracle", "learned", "pab", "dbprune", "fora", "faster_cache", "seacache", "fora", "faster_cache"}
+                             "oracle", "learned", "pab", "dbprune", "fora", "faster_cache", "seacache", "fora", "faster_cache",
+                             "easycache", "lemica", "sencache", "step_mask", "toca", "duca", "clusca"}
 
 
 @pytest.mark.parametrize("name", sorted(BUILT_IN))

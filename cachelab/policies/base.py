@@ -119,6 +119,9 @@ class UncondFromCond:
 
 #: Field metadata for a dataclass policy's constructor argument that ``params()`` leaves out of records.
 NOT_RECORDED = {"recorded": False}
+#: ... and for one that records carry only once it is set to something else than its default (the stand-in knobs,
+#: which came after records existed: a record of a policy at its defaults stays as it was).
+RECORDED_WHEN_SET = {"recorded": False, "when_set": True}
 
 
 @dataclass(eq=False, repr=False)
@@ -127,8 +130,8 @@ class Forecasts:
     or a ``Forecaster``) stands in for every unit the trigger skips, ``forecaster_order`` is the order of the
     Taylor and Hermite expansions. Keyword-only, so the triggers' positional arguments stay as they were."""
 
-    forecaster: Any = field(default="reuse", kw_only=True)
-    forecaster_order: int = field(default=1, kw_only=True)
+    forecaster: Any = field(default="reuse", kw_only=True, metadata=RECORDED_WHEN_SET)
+    forecaster_order: int = field(default=1, kw_only=True, metadata=RECORDED_WHEN_SET)
 
 
 class CachePolicy(abc.ABC):
@@ -246,7 +249,14 @@ class CachePolicy(abc.ABC):
         those marked ``NOT_RECORDED``); nothing for a plain subclass unless it overrides this."""
         if not dataclasses.is_dataclass(self):
             return {}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.metadata.get("recorded", True)}
+        fields = sorted(dataclasses.fields(self), key=lambda f: bool(f.metadata.get("when_set")))  # the stand-in knobs last
+        return {f.name: getattr(self, f.name) for f in fields if f.init and _recorded(f, getattr(self, f.name))}
+
+
+def _recorded(field_: dataclasses.Field, value: Any) -> bool:
+    if field_.metadata.get("when_set"):
+        return value != field_.default
+    return field_.metadata.get("recorded", True)
 
 
 def relative_l1(current: torch.Tensor, previous: torch.Tensor) -> float:

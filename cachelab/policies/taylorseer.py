@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..forecasters import Forecaster, Taylor, TaylorDiffusers, make_forecaster
-from .base import Decision, Forecasts, StepContext, check_number, compute
+from .base import RECORDED_WHEN_SET, Decision, Forecasts, StepContext, check_number, compute
 from .fixed_interval import IntervalSchedule
 from .registry import register_policy
 
@@ -37,7 +37,7 @@ class TaylorSeer(IntervalSchedule, Forecasts):
     warmup_steps: int = 0
     unit: str = "step"
     #: None: Taylor (see ``stand_in_rule``); any other forecaster's name replaces it.
-    forecaster: Any = field(default=None, kw_only=True)
+    forecaster: Any = field(default=None, kw_only=True, metadata=RECORDED_WHEN_SET)
 
     roles = ("attn",)
 
