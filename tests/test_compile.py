@@ -72,7 +72,7 @@ def test_uncached_compiled_blocks_match_eager(compiled, flux):
 
 
 BUILT_IN = {name: cls for name, cls in cachelab.registered_policies().items() if cls.__module__.startswith("cachelab.policies.")}
-MODULE_UNIT = sorted(name for name, cls in BUILT_IN.items() if cls.unit == "module")
+MODULE_UNIT = sorted(name for name, cls in BUILT_IN.items() if cls.unit in ("module", "token"))
 IMAGE_MODELS = sorted(name for name in BUILT_IN if name != "seacache" and name not in MODULE_UNIT)  # seacache: video only
 
 
