@@ -78,3 +78,15 @@ def test_a_new_signal_is_one_registered_function(flux):
     _, executor = run(flux, NormGate())
     assert [r.computed for r in executor.trace] == [True, False] * 4
     assert all(r.signal > 0 for r in executor.trace if not r.computed)
+
+
+def test_kept_bytes_are_the_kept_tensors_per_unit_kind_and_their_peak(flux):
+    _, executor = run(flux, [FirstBlockCache(threshold=0.3, forecaster="taylor", forecaster_order=2),
+                             PyramidAttentionBroadcast(spatial_attention_block_skip_range=2)])
+    step = executor._branches["cond"].kept["step"]
+    hidden, encoder = step.outputs[0]
+    assert len(step.outputs) == 3  # order 2: three residuals kept
+    assert executor.kept_bytes()["step"] == 3 * (hidden.nbytes + encoder.nbytes)
+    modules = [k for key, k in executor._branches["cond"].kept.items() if "." in key]
+    assert executor.kept_bytes()["module"] == sum(k.nbytes() for k in modules) > 0
+    assert executor.kept_peak["total"] >= executor.kept_bytes()["step"] + executor.kept_bytes()["module"]

@@ -85,6 +85,7 @@ class StepLoopExecutor:
         self._patches, self._work_version = Patches(), -1
         self.trace: list[StepRecord] = []
         self._branches: dict[str, Branch] = {}
+        self.kept_peak: dict[str, int] = {}
         self._call: Call | None = None
 
     def _branch_in_flight(self) -> str | None:
@@ -136,6 +137,7 @@ class StepLoopExecutor:
     def reset(self) -> None:
         """Start a new generation: fresh policy state and kept outputs per branch, a new trace."""
         self.trace, self._branches = [], {}
+        self.kept_peak: dict[str, int] = {}  # the most bytes kept at once in this generation, per unit kind and in total
         self.decider.reset()
         self.clock.reset()
         for part in (self.guidance, self.text_kv):
@@ -186,6 +188,7 @@ class StepLoopExecutor:
             self._call = None
         self.trace.append(self._record(call, time.perf_counter() - start, timestep))
         self.trace[-1].expert = expert
+        self._update_kept_peak()
         self._update_work()
         branch.step += 1
         self.clock.call_ended()
@@ -222,6 +225,12 @@ class StepLoopExecutor:
     def _block_forward(self, index: int, original, *args, **kwargs):
         call = self._call
         return original(*args, **kwargs) if call is None else self.runner.block(call, index, original, args, kwargs)
+
+    def _update_kept_peak(self) -> None:
+        now = self.kept_bytes()
+        now["total"] = sum(now.values())
+        for kind, size in now.items():
+            self.kept_peak[kind] = max(self.kept_peak.get(kind, 0), size)
 
     def kept_bytes(self) -> dict[str, int]:
         """Bytes of the outputs kept now, per unit kind (``step``, ``block``, ``module``) over all branches."""

@@ -92,14 +92,17 @@ class Kept:
         return self.outputs[0] if self.state is None else self.state.stand_in(step)
 
     def nbytes(self) -> int:
-        """Bytes of the tensors kept (a stateful forecaster's own tensors not included)."""
-        return sum(_nbytes(output) for output in self.outputs)
+        """Bytes of the tensors kept: the outputs and a stateful forecaster's own, each storage counted once."""
+        held = list(_tensors(list(self.outputs))) + list(_tensors(self.state.tensors() if self.state is not None else []))
+        return sum({t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in held}.values())
 
 
-def _nbytes(value) -> int:
-    if isinstance(value, (tuple, list)):
-        return sum(_nbytes(v) for v in value)
-    return value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors(item)
 
 
 def combine(weights, values):

@@ -60,6 +60,9 @@ class DMDStream:
             ladder.append((value - self.ladder_before[0]) / distance)
         self.ladder_before, self.ladder = self.ladder, ladder
 
+    def tensors(self) -> list:
+        return [v for _, v in self.snapshots] + self.ladder + self.ladder_before
+
     def _even_tail(self) -> tuple[list[torch.Tensor], int]:
         steps = [s for s, _ in self.snapshots]
         if len(steps) < 2 or steps[-1] - steps[-2] <= 0:

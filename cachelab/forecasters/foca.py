@@ -24,6 +24,9 @@ class FoCaStream:
         self.older, self.newest = self.newest, value
         self.kept = True
 
+    def tensors(self) -> list:
+        return [t for t in (self.full, self.full_previous, self.newest, self.older) if t is not None]
+
     def stand_in(self, step: int):
         if self.older is None or self.full_previous is None:
             return self.full

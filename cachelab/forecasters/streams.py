@@ -20,6 +20,9 @@ class PerStream:
             if tensor is not None:
                 state.keep(tensor, step)
 
+    def tensors(self) -> list:
+        return [t for state in self.states or () for t in state.tensors()]
+
     def stand_in(self, step: int):
         values = [state.stand_in(step) if state.kept else None for state in self.states]
         return values[0] if self.shape is None else self.shape(values)
