@@ -174,6 +174,8 @@ class CachePolicy(abc.ABC):
     calibrated: ClassVar[tuple[str, ...]] = ()
     #: Published values of ``calibrated`` arguments per model family: the calibration store's defaults.
     published: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: The peer implementation it matches and the test that shows it; "none: no peer implementation; ..." where none exists.
+    parity: ClassVar[str] = ""
 
     def reset(self) -> None:
         """Forget everything from the previous generation."""

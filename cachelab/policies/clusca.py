@@ -24,6 +24,7 @@ class ClusCa(TokenPolicy):
 
     Where cachelab differs: the published code clusters one block's output (Flux's block 18) and shares the labels
     over all blocks; here each module clusters its own input at its full computations. Text tokens compute in full."""
+    parity = "none: no peer implementation; its rules match the published clusca-flux code, re-stated (tests/test_token_rules.py)"
 
     interval: int = 5
     first_enhance: int = 3

@@ -21,6 +21,7 @@ class DBPrune(CachePolicy, Forecasts):
     x the mean of the first changes compared at this step (earlier blocks), while that stays below
     ``max_dynamic_threshold`` (default 2 x ``threshold``). Defaults are cache-dit's. Signal: the block's
     input change, where it was compared."""
+    parity = "cache-dit 1.5.3 DBPruneConfig: same pruned blocks, changes and images (tests/test_dbprune.py)"
 
     unit = "block"
     signals = ("block_input",)

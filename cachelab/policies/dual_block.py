@@ -24,6 +24,8 @@ class DualBlockCache(HeadResidualChange, Forecasts):
     ``compute_first=1, compute_last=0, warmup_steps=0`` it is First Block Cache. ``taylor_order`` > 0
     forecasts the middle residual on reused steps, as cache-dit's TaylorSeer calibrator does.
     Signal: as First Block Cache's; ``None`` on the steps that compute without comparing (warm-up, limits)."""
+    parity = ("cache-dit 1.5.3 DBCacheConfig, plain, TaylorSeer, FoCa and DMD calibrators: same decisions and images "
+              "(tests/test_cachedit_parity.py, tests/test_forecaster_parity.py)")
 
     threshold: float = 0.08
     compute_first: int = 8

@@ -21,6 +21,7 @@ class DuCa(TokenPolicy):
     share of its tokens, chosen without attention maps: ``score`` ``random``, as the paper finds enough, or ``norm``
     / ``similarity`` as ToCa's; plus ToCa's cache-age term ``soft_fresh_weight``). The paper's V-norm score reads
     the attention's values, which a feed-forward module has not: not offered."""
+    parity = "none: no peer implementation; its alternation matches the published rule, re-stated (tests/test_token_rules.py)"
 
     interval: int = 5
     fresh_ratio: float = 0.1

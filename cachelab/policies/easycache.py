@@ -83,6 +83,8 @@ class EasyCache(CachePolicy, Forecasts):
     previous step, o: the newest computed output) and reuse the residual of all blocks while the sum stays below
     ``threshold``; computing clears it. Calibration-free. Signal: the sum, up to and including this call (``None``
     where none is compared: warm-up, last step, before two steps computed)."""
+    parity = ("none: no peer implementation; decisions follow the reference rule (H-EmbodVis/EasyCache) by hand "
+              "(tests/test_easycache.py)")
 
     signals = ("call_input", "call_output")
     uses_threshold = True

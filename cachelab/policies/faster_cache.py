@@ -39,6 +39,8 @@ class FasterCache(OneTimestepPerStep, CachePolicy):
     Same decisions and images as diffusers on the digits model and, with batched CFG, on a tiny CogVideoX
     (``tests/test_module_policies.py``). Temporal attention: no supported family has separate temporal blocks; the
     ``temporal_*`` arguments are accepted and match no module, as in diffusers on these models."""
+    parity = ("diffusers FasterCacheConfig: same decisions and images on digits, a tiny Wan and a tiny CogVideoX "
+              "(tests/test_module_policies.py)")
 
     spatial_attention_block_skip_range: int = 2
     temporal_attention_block_skip_range: int | None = None

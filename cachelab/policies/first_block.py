@@ -52,6 +52,7 @@ class FirstBlockCache(HeadResidualChange, Forecasts):
     """Run block 0; compute the rest when its residual moved more than ``threshold`` (relative L1)
     from the residual of the last computed step. ``taylor_order`` > 0 forecasts the skipped steps'
     residual with a Taylor expansion over the last computed steps instead of reusing the newest."""
+    parity = "diffusers FirstBlockCacheConfig: same decisions and images (tests/test_diffusers_parity.py)"
 
     head_blocks = 1
     threshold: float = 0.05

@@ -28,6 +28,7 @@ class IntervalSchedule(CachePolicy):
 @dataclass(eq=False, repr=False)
 class FixedInterval(IntervalSchedule, Forecasts):
     """Compute the first ``warmup_steps`` steps, then every ``interval``-th step, and the last step."""
+    parity = "none: no peer implementation; its schedule is checked step by step (tests/test_policies.py)"
 
     interval: int = 2
     warmup_steps: int = 0

@@ -18,6 +18,7 @@ class Fora(CachePolicy, Forecasts):
     steps after it; the rest of each block (norms, modulation, residual adds) runs at every step. No forced last
     step, as published. ``interval=1`` computes everything (the uncached images exactly, tested). The paper's
     DiT/PixArt-alpha results use intervals 2 to 7."""
+    parity = "none: no peer implementation; interval=1 is the uncached output exactly (tests/test_module_policies.py)"
 
     interval: int = 3
     warmup_steps: int = 0

@@ -24,6 +24,7 @@ class Learned(CachePolicy):
     plan), computing its steps and forecasting its residual at the others; ``budget`` is then the block work
     of ``budget`` whole-transformer steps, shared out among the blocks by calibration
     (``cachelab.calibrate.learned_policy(pipe, prompts, budget, unit="block")``)."""
+    parity = "none: no peer implementation; plans and weights checked against brute force and least squares (tests/test_schedules.py)"
 
     calibrated = ("plans", "block_plans")
     budget: int = 6

@@ -21,6 +21,7 @@ class LeMiCa(CachePolicy, Forecasts):
     calibration stores them) default to the model's calibration; records leave them out. Edge costs here are the
     squared error of the reused residual against the uncached ones (from the residuals' Gram matrix), where LeMiCa
     measures the error of the final output with that one segment cached (a generation per edge)."""
+    parity = "none: no peer implementation; the minimax path matches brute force (tests/test_minimax_path.py, tests/test_lemica.py)"
 
     calibrated = ("schedules",)
     budget: int = 6

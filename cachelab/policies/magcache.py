@@ -40,6 +40,7 @@ class MagCache(CachePolicy, Forecasts):
     (the published FLUX ones); ``cachelab.calibrate.magcache_ratios`` measures them for any model.
     Signal: that accumulated error, up to and including this call (``None`` on the retention steps and
     at a first call after them, with nothing cached)."""
+    parity = "diffusers MagCacheConfig: same decisions and images (tests/test_diffusers_parity.py)"
 
     uses_threshold = True
     calibrated = ("mag_ratios",)

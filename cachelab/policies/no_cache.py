@@ -8,6 +8,7 @@ from .registry import register_policy
 @dataclass(eq=False, repr=False)
 class NoCache(CachePolicy):
     """Always compute: the uncached baseline."""
+    parity = "the plain pipeline: bitwise-identical output on every family (tests/test_executor.py, tests/test_model_specs.py)"
 
     caches = False
 

@@ -22,6 +22,7 @@ class Oracle(CachePolicy):
     ``forecast="reuse"`` (the newest computed residual), ``"taylor"`` (Taylor of order ``history`` - 1)
     or ``"fitted"`` (the least-squares combination of the last ``history`` computed residuals, fitted on
     this generation). Needs ``executor.rehearse(...)`` before each generation; the runner does that."""
+    parity = "none: no peer implementation (a bound); its dynamic programme matches brute force (tests/test_schedules.py)"
 
     rehearses = True
     bound = True

@@ -60,6 +60,8 @@ class PyramidAttentionBroadcast(OneTimestepPerStep, CachePolicy, Forecasts):
     steps. diffusers also picks modules by name (``re.search`` of ``blocks``...), which reaches attention modules
     outside the model's blocks (HunyuanVideo's token refiner) and SD3.5's second self-attention ``attn2``;
     cachelab decides for the modules its model spec names in the blocks."""
+    parity = ("diffusers PyramidAttentionBroadcastConfig: same decisions and images without CFG (tests/test_module_policies.py); "
+              "with CFG cachelab keeps the branches apart")
 
     spatial_attention_block_skip_range: int | None = 2
     temporal_attention_block_skip_range: int | None = None

@@ -89,6 +89,7 @@ class SeaCache(CachePolicy, Forecasts):
     (0: no limit). A skipped step reuses the residual of all blocks (``residual_order=0``) or extrapolates it
     linearly from the last two computed steps (``residual_order=1``). Signal: the accumulated change including
     this call (``None`` where the step is forced). Arguments and defaults are diffusers' ``SeaCacheConfig``'s."""
+    parity = "diffusers SeaCacheConfig: same decisions and videos on video_digits and a tiny Wan (tests/test_seacache.py)"
 
     uses_threshold = True
 

@@ -50,6 +50,7 @@ class SenCache(CachePolicy, Forecasts):
     the timestep nearest t_c (RMS norms, t = scheduler timestep / 1000). The first and last steps compute.
     ``sensitivities`` ({"timesteps", "alpha_x", "alpha_t"}) default to the model's calibration. Signal: the
     predicted change (``None`` on the first and last steps)."""
+    parity = "none: no peer implementation; decisions follow the paper's rule by hand (tests/test_sencache.py)"
 
     signals = ("call_input",)
     uses_threshold = True

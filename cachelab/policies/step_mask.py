@@ -122,6 +122,8 @@ class StepMask(DualBlockCache):
     past its end may be cached). The warm-up is cut to the mask's first run of 1s, as in cache-dit; a first step
     with nothing cached computes. Defaults are cache-dit's (``DBCacheConfig``, ``steps_mask``) but ``compute_first``:
     1, not 8, so that a masked step saves most of the work. Signal: DBCache's, on the dynamic steps it compares."""
+    parity = ("cache-dit 1.5.3 steps_computation_mask / steps_computation_policy: same masks, decisions and images "
+              "(tests/test_step_mask.py)")
 
     compute_first: int = 1
     mask: Any = "medium"

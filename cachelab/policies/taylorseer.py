@@ -31,6 +31,8 @@ class TaylorSeer(IntervalSchedule, Forecasts):
     the stored derivatives); diffusers' default module patterns (``^blocks.*attn``, fullmatch) miss attention
     modules named ``attn1`` (Wan, CogView4, LTX, CogVideoX), where it forecasts nothing unless given
     ``cache_identifiers``; cachelab forecasts the model spec's ``attn`` modules of every family."""
+    parity = ('unit="module": diffusers TaylorSeerCacheConfig, same decisions and images (tests/test_module_policies.py); '
+              'unit="step": no peer, order 0 is fixed_interval (tests/test_forecasting.py)')
 
     interval: int = 4
     order: int = 1

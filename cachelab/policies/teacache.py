@@ -38,6 +38,7 @@ class TeaCache(CachePolicy, Forecasts):
     ``coefficients`` default to the model's calibration (``cachelab.calibration``): the published ones
     of its family unless numbers measured on the model are given; the executor fills them in at attach time.
     """
+    parity = "none: no peer implementation (not in diffusers); decisions follow the published rule (tests/test_policies.py)"
 
     signals = ("modulated_input",)
     uses_threshold = True

@@ -66,6 +66,7 @@ class ToCa(TokenPolicy):
     ``spatial_grid`` x ``spatial_grid`` cell of a square token grid (s4; token counts that are no square grid, a
     video's, get none; refused on context-parallel shards). Defaults: the published DiT settings (ratio 0.07, N 4,
     lambda3 0.25, bonus 0.6 on 2 x 2 cells)."""
+    parity = "none: no peer implementation; its rules match Shenyi-Z/ToCa's code, re-stated (tests/test_token_rules.py)"
 
     fresh_ratio: float = 0.07
     fresh_threshold: int = 4
