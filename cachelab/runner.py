@@ -66,6 +66,7 @@ class Passes:
     images: np.ndarray
     seconds: list[float]
     traces: list[list] = field(default_factory=list)
+    kept_peak: dict[str, int] = field(default_factory=dict)  # the most bytes the policy kept at once, per unit kind
 
 
 @dataclass
@@ -133,7 +134,7 @@ def _run_experiment(run: RunConfig, cached: Passes | None) -> Outcome:
         model=run.model.name, threshold=run.threshold, policy_params=policy.params(),
         bound=policy.bound,
         steps=run.steps, num_prompts=len(calls), seed=run.seed, prompts=prompts,
-        **speed_figures(timing, run), **decision_figures(cached.traces, run.steps),
+        **speed_figures(timing, run), **decision_figures(cached.traces, run.steps), **kept_figures(cached.kept_peak),
         **quality_figures(reference, cached.images), **model_metric(run, reference, cached.images, prompts),
         reference_from_store=from_store, reference_drift=drift,
     )
@@ -180,6 +181,12 @@ def decision_figures(traces: list[list], steps: int) -> dict:
                 computed_work=work)
 
 
+def kept_figures(kept_peak: dict[str, int]) -> dict:
+    """The most memory the policy's kept outputs held at once in a generation (MiB), in total and per unit kind."""
+    mib = {kind: size / 2**20 for kind, size in kept_peak.items()}
+    return dict(kept_mib=mib.pop("total", 0.0), kept_mib_per_unit=mib)
+
+
 def quality_figures(reference: np.ndarray, cached: np.ndarray) -> dict:
     ssim = metrics.ssim(reference, cached)
     return dict(psnr=metrics.psnr(reference, cached), ssim=metrics.mean(ssim),
@@ -222,7 +229,7 @@ def generate(pipe, calls: list[Call | Batch], policy=None, *, desc: str, quiet: 
     """Run every call, cached with `policy` (attached for this pass only) or uncached: an image, a trace and the
     seconds per call (a batch: an image and a trace per prompt, the seconds of the whole call)."""
     executor = attach(pipe, policy, synchronize=True, cfg_decisions=cfg_decisions) if policy is not None else None
-    images, seconds, traces = [], [], []
+    images, seconds, traces, kept_peak = [], [], [], {}
     try:
         for call in tqdm(calls, desc=desc, disable=quiet, leave=False):
             if executor is not None and executor.policy.rehearses:  # the oracle plans from this very call, untimed
@@ -234,10 +241,12 @@ def generate(pipe, calls: list[Call | Batch], policy=None, *, desc: str, quiet: 
             count = len(call.calls) if isinstance(call, Batch) else 1
             images.extend(samples(output)[:count])
             traces.extend([list(executor.trace) if executor else []] * count)
+            for kind, size in (executor.kept_peak if executor else {}).items():
+                kept_peak[kind] = max(kept_peak.get(kind, 0), size)
     finally:
         if executor is not None:
             detach(pipe)
-    return Passes(np.stack(images), seconds, traces)
+    return Passes(np.stack(images), seconds, traces, kept_peak)
 
 
 def first_sample(output) -> np.ndarray:

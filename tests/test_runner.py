@@ -71,3 +71,15 @@ def compiled_pipeline():
 
     (pipe,) = _loaded.values()
     return pipe
+
+
+def test_a_run_reports_the_memory_its_policy_kept_and_a_stack_names_its_levels(overrides):
+    from cachelab.tracking.tables import reference_row, results_table
+
+    result = run(overrides, "policy=first_block", "policy.taylor_order=1", "stack=[pab]").result
+    assert result["policy"] == "first_block+pab"
+    per_unit = result["kept_mib_per_unit"]
+    assert per_unit["step"] > 0 and per_unit["module"] > 0
+    assert result["kept_mib"] >= max(per_unit.values())
+    table = results_table([reference_row(result), result])
+    assert "kept MiB" in table.splitlines()[0] and f"{result['kept_mib']:.2f}" in table

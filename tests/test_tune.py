@@ -202,3 +202,13 @@ def test_default_policies_the_model_cannot_run_are_left_out_with_the_reason():
     with pytest.raises(ConfigError, match="the learned policy has no calibrated plans"):
         plan.fitting(["first_block", "learned"], configs, plain, explicit=True)
     assert "oracle" not in plan.deployable_policies() and "none" not in plan.deployable_policies()
+
+
+def test_a_memory_bound_holds_from_above():
+    from cachelab.tune.settings import Target
+    from cachelab.tune.targets import describe
+
+    target_bars = bars(Target(psnr=40.0, kept_mib=2.0), None)
+    assert meets({"psnr": 41, "kept_mib": 1.5}, target_bars) and not meets({"psnr": 41, "kept_mib": 2.5}, target_bars)
+    assert shortfall({"psnr": 41, "kept_mib": 2.5}, target_bars) == pytest.approx(0.25)
+    assert describe(target_bars) == "psnr >= 40, kept_mib <= 2"

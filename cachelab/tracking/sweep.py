@@ -47,6 +47,8 @@ def summary_rows(sweep_dir: Path) -> list[dict]:
                    policy_params=json.dumps(result.get("policy_params")) if result.get("policy_params") else None)
         for name in extra_metrics([result]):
             row.update(metric=result["metric"], **{name: result.get(name), f"reference_{name}": result.get(f"reference_{name}")})
+        if result.get("kept_mib") is not None:  # the memory the policy kept (results written before it have none)
+            row["kept_mib"] = result["kept_mib"]
         for name, _, with_reference in PERCEPTUAL:
             row.update({key: result[key] for key in (name, f"reference_{name}" if with_reference else name) if key in result})
         rows.append(row)

@@ -20,6 +20,7 @@ def results_table(rows: list[dict], *, with_job: bool = False, with_model: bool 
         ("speedup", "speedup", "{:.2f}x".format), ("ideal", "ideal_speedup", "{:.2f}x".format),
         ("PSNR dB", "psnr", "{:.1f}".format), ("SSIM", "ssim", "{:.4f}".format),
     ]
+    columns += [("kept MiB", "kept_mib", "{:.2f}".format)] if any(row.get("kept_mib") is not None for row in rows) else []
     for name, fmt in extra_metrics(rows).items():
         columns += [(name, name, fmt.format), (f"reference {name}", f"reference_{name}", fmt.format)]
     for name, fmt, with_reference in PERCEPTUAL:  # python -m cachelab.perceptual's figures, where the rows have them
@@ -48,7 +49,8 @@ def extra_metrics(rows: list[dict]) -> dict[str, str]:
 def reference_row(result: dict) -> dict:
     """The uncached reference as a row beside `result`."""
     row = dict(policy="none (reference)", computed_steps=result["steps"], steps=result["steps"], computed_work=1.0, speedup=1.0,
-               ideal_speedup=1.0, psnr=math.inf, ssim=1.0, metric=result.get("metric"))
+               ideal_speedup=1.0, psnr=math.inf, ssim=1.0, metric=result.get("metric"),
+               kept_mib=None if result.get("kept_mib") is None else 0.0)
     name = (result.get("metric") or {}).get("name")
     if name:
         row[name] = result.get(f"reference_{name}")

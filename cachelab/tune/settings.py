@@ -18,6 +18,7 @@ class Target:
     psnr: Optional[float] = None    # dB, at least
     ssim: Optional[float] = None    # at least
     metric: Optional[float] = None  # the model's own metric (model.metric), at least
+    kept_mib: Optional[float] = None  # the memory the policy's kept outputs may hold at once (MiB), at most
 
 
 @dataclass

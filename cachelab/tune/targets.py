@@ -4,19 +4,25 @@ from __future__ import annotations
 
 from .settings import Target
 
+#: Figures a target bounds from above (the others from below).
+AT_MOST = ("kept_mib",)
+
 
 def bars(target: Target, metric_name: str | None) -> dict[str, float]:
-    """Figure name -> the least value it may take (the model's metric under its own name)."""
-    found = {"psnr": target.psnr, "ssim": target.ssim, metric_name or "metric": target.metric}
+    """Figure name -> the least value it may take (the model's metric under its own name), or for the figures of
+    ``AT_MOST`` the most."""
+    found = {"psnr": target.psnr, "ssim": target.ssim, metric_name or "metric": target.metric,
+             "kept_mib": getattr(target, "kept_mib", None)}
     return {name: value for name, value in found.items() if value is not None}
 
 
 def shortfall(figures: dict, target_bars: dict[str, float]) -> float:
     """The largest relative miss over the bars: <= 0 when every bar is met (a missing figure misses)."""
     misses = []
-    for name, least in target_bars.items():
+    for name, bound in target_bars.items():
         value = figures.get(name)
-        misses.append(1.0 if value is None else (least - value) / max(abs(least), 1e-9))
+        miss = None if value is None else (value - bound if name in AT_MOST else bound - value) / max(abs(bound), 1e-9)
+        misses.append(1.0 if miss is None else miss)
     return max(misses)
 
 
@@ -26,4 +32,4 @@ def meets(figures: dict, target_bars: dict[str, float]) -> bool:
 
 def describe(target_bars: dict[str, float]) -> str:
     """'psnr >= 40, ssim >= 0.99'."""
-    return ", ".join(f"{name} >= {least:g}" for name, least in target_bars.items())
+    return ", ".join(f"{name} {'<=' if name in AT_MOST else '>='} {bound:g}" for name, bound in target_bars.items())

@@ -71,11 +71,11 @@ class TrialBench:
 
     def _measure(self, policy_name: str, params: dict, key: str) -> dict:
         from .. import metrics
-        from ..runner import Batch, decision_figures, generate, model_metric, quality_figures
+        from ..runner import Batch, decision_figures, generate, kept_figures, model_metric, quality_figures
 
         policy = make_policy(policy_name, **{k: v for k, v in params.items() if v is not None})
         size = self.batch if not policy.signals and not policy.rehearses else 1
-        images, traces, seconds, squared_errors, ssims = [], [], [], [], []
+        images, traces, seconds, squared_errors, ssims, kept = [], [], [], [], [], {}
         for start in range(0, len(self.calls), size):
             calls = self.calls[start:start + size]
             passes = generate(self.pipe, [Batch(calls) if size > 1 else calls[0]], policy, desc="trial", quiet=True,
@@ -84,6 +84,7 @@ class TrialBench:
             images += list(passes.images)
             traces += passes.traces
             seconds += passes.seconds
+            kept = {kind: max(kept.get(kind, 0), size) for kind, size in {**kept, **passes.kept_peak}.items()}
             squared_errors += [float(np.mean((image - reference) ** 2)) for image, reference in zip(passes.images, references)]
             ssims += metrics.ssim(references, passes.images)
             if self._cannot_pass(squared_errors, ssims):
@@ -96,7 +97,8 @@ class TrialBench:
         cost = sum(1.0 if record.computed else skipped_cost for record in records) / len(records)
         quality = quality_figures(self.reference[:done], images)
         return dict(psnr=quality["psnr"], ssim=quality["ssim"], **decision_figures(traces, self.run.steps),
-                    **model_metric(self.run, self.reference[:done], images, self.prompts[:done]), cost=cost, prompts_done=done)
+                    **model_metric(self.run, self.reference[:done], images, self.prompts[:done]), **kept_figures(kept),
+                    cost=cost, prompts_done=done)
 
     def _cannot_pass(self, squared_errors: list[float], ssims: list[float]) -> bool:
         """Whether the whole set must miss a PSNR or SSIM bar, whatever the prompts not yet run give."""
