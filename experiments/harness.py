@@ -19,9 +19,16 @@ import torch
 os.environ.setdefault("CACHE_DIT_LOG_LEVEL", "error")  # read when cache_dit is imported
 
 import cache_dit  # noqa: E402
-from cache_dit import DBCacheConfig, DBPruneConfig, TaylorSeerCalibratorConfig  # noqa: E402
+from cache_dit import (  # noqa: E402
+    DBCacheConfig,
+    DBPruneConfig,
+    DMDCalibratorConfig,
+    FoCaCalibratorConfig,
+    TaylorSeerCalibratorConfig,
+)
 
 import cachelab  # noqa: E402
+from cachelab.engine.tokens import PARTIAL  # noqa: E402
 from cachelab.models.specs import blocks_of, spec_for  # noqa: E402
 from cachelab.units import ROLES, block_unit, module_sites  # noqa: E402
 
@@ -63,6 +70,11 @@ class Enabled:
         """Per transformer call of the last pipeline call, the blocks and modules it stood in for."""
         return None
 
+    def kept_peak(self) -> dict[str, int] | None:
+        """The most bytes the cache kept at once in the last pipeline call, per unit kind and ``total`` (cachelab's
+        ``executor.kept_peak``); None where the library does not say."""
+        return None
+
 
 class CachelabEnabled(Enabled):
     def __init__(self, executor):
@@ -77,6 +89,9 @@ class CachelabEnabled(Enabled):
 
     def own_skipped(self):
         return [set(record.skipped_units) for record in self.executor.trace]
+
+    def kept_peak(self):
+        return dict(self.executor.kept_peak)
 
 
 class CacheDitEnabled(Enabled):
@@ -118,11 +133,26 @@ def with_cache_dit(configs, pipe):
 ENABLE = {"cachelab": with_cachelab, "diffusers": with_diffusers, "cache-dit": with_cache_dit}
 
 
-def cache_dit_dbcache(threshold, order=None):
-    """cache-dit's DBCache F1B0 W0 (and its TaylorSeer calibrator of ``order``): (cache config, calibrator config)."""
+#: cache-dit's calibrators by the name of cachelab's stand-in that equals them (tests/test_forecaster_parity.py)
+CALIBRATORS = {"foca": FoCaCalibratorConfig, "dmd": DMDCalibratorConfig}
+
+
+def cache_dit_dbcache(threshold, order=None, calibrator=None):
+    """cache-dit's DBCache F1B0 W0 (and its TaylorSeer calibrator of ``order``, or the calibrator named ``calibrator``,
+    "foca" or "dmd", at its defaults): (cache config, calibrator config)."""
     config = DBCacheConfig(Fn_compute_blocks=1, Bn_compute_blocks=0, max_warmup_steps=0,
                            residual_diff_threshold=threshold)
+    if calibrator:
+        return config, CALIBRATORS[calibrator]()
     return config, order and TaylorSeerCalibratorConfig(taylorseer_order=order)
+
+
+def cache_dit_step_mask(preset, threshold, steps, warmup=8):
+    """cache-dit's DBCache F1B0 with its step computation mask ``preset`` (``steps_mask``, dynamic policy) over a
+    generation of ``steps`` steps: cachelab's ``StepMask(threshold, mask=preset)`` (tests/test_step_mask.py)."""
+    mask = cache_dit.steps_mask(total_steps=steps, mask_policy=preset)
+    return DBCacheConfig(Fn_compute_blocks=1, Bn_compute_blocks=0, max_warmup_steps=warmup, residual_diff_threshold=threshold,
+                         steps_computation_mask=mask, steps_computation_policy="dynamic"), None
 
 
 def cache_dit_dbprune(threshold):
@@ -194,14 +224,30 @@ class BlockWork:
 
     @contextlib.contextmanager
     def counting(self):
-        """Record, per transformer call inside, the units whose sentinel ran (``calls``)."""
-        self.calls = []
+        """Record, per transformer call inside, the units whose sentinel ran (``calls``) and the CPU seconds of each
+        module call (``module_seconds``: what a token policy's partial call of a module cost)."""
+        self.calls, self.module_seconds, started = [], [], {}
 
         def ran(key):
             return lambda *_: self.calls[-1].add(key)
 
-        hooks = [(self.transformer.register_forward_pre_hook, lambda *_: self.calls.append(set()))]
+        def start(key):
+            return lambda *_: started.__setitem__(key, time.thread_time())
+
+        def stop(key):
+            def hook(*_):
+                seconds = self.module_seconds[-1]
+                seconds[key] = seconds.get(key, 0.0) + time.thread_time() - started[key]
+            return hook
+
+        def new_call(*_):
+            self.calls.append(set())
+            self.module_seconds.append({})
+
+        hooks = [(self.transformer.register_forward_pre_hook, new_call)]
         hooks += [(sentinel.register_forward_pre_hook, ran(key)) for key, sentinel in self.sentinels.items()]
+        hooks += [(self.modules[key].register_forward_pre_hook, start(key)) for key in self.parent]
+        hooks += [(self.modules[key].register_forward_hook, stop(key)) for key in self.parent]
         with self._hooks(hooks):
             yield
 
@@ -211,13 +257,35 @@ class BlockWork:
                 | {key for key, block in self.parent.items() if key not in ran and block in ran})
 
     def visible(self, skipped: set[str]) -> set[str]:
-        return skipped - self.blind
+        """The stood-in units the hooks can see: not the blind ones, and not a token policy's partial calls
+        (``block3.ff<block3.ff/tokens12``: the module ran, on some tokens)."""
+        return {key for key in skipped if PARTIAL not in key} - self.blind
 
-    def work(self, skipped: set[str]) -> float:
+    def partial_samples(self, skipped: list[set[str]], seconds: list[dict[str, float]]) -> dict[str, list[float]]:
+        """Per partial cost key of a token policy (``block3.ff/tokens12``), the CPU seconds its module's calls took,
+        from the transformer calls' ``skipped`` units and ``module_seconds`` (gathers, scatters, merges included:
+        they run inside the module's patched forward)."""
+        samples: dict[str, list[float]] = {}
+        for units, measured in zip(skipped, seconds):
+            for key in units:
+                if PARTIAL in key:
+                    full, partial = key.split(PARTIAL)
+                    samples.setdefault(partial, []).append(measured[full])
+        return samples
+
+    def work(self, skipped: set[str], partial: dict[str, float] | None = None) -> float:
         """The computed share of the block work of a call that stood in for ``skipped`` (cachelab's formula,
-        ``cachelab.units.Costs.work``, with these costs)."""
+        ``cachelab.units.Costs.work``, with these costs): a unit stood in for saves its cost, a token policy's partial
+        call of one (``full<partial``) its cost less the partial call's (``partial``: median CPU seconds per key)."""
         total = sum(self.costs[block] for block in self.blocks)
-        return max(0.0, 1.0 - sum(self.costs[key] for key in skipped) / total)
+        saved = 0.0
+        for key in skipped:
+            if PARTIAL in key:
+                full, part = key.split(PARTIAL)
+                saved += self.costs[full] - partial[part]
+            else:
+                saved += self.costs[key]
+        return max(0.0, 1.0 - saved / total)
 
     def shares(self) -> dict[str, float]:
         """Each unit's share of an uncached call's block work."""

@@ -23,10 +23,12 @@ import functools
 import json
 import math
 import os
+import re
 import statistics
 import subprocess
 import sys
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,26 +50,48 @@ from diffusers import (  # noqa: E402
     PyramidAttentionBroadcastConfig,
     TaylorSeerCacheConfig,
 )
-from harness import ENABLE, BlockWork, Enabled, Row, cache_dit_dbcache, cache_dit_dbprune, psnr_at  # noqa: E402
+from harness import (  # noqa: E402
+    ENABLE,
+    BlockWork,
+    Enabled,
+    Row,
+    cache_dit_dbcache,
+    cache_dit_dbprune,
+    cache_dit_step_mask,
+    psnr_at,
+)
 
 import cachelab  # noqa: E402
 from cachelab import metrics, zoo  # noqa: E402
-from cachelab.calibrate import learned_plans, magcache_ratios, teacache_coefficients  # noqa: E402
+from cachelab.calibrate import (  # noqa: E402
+    learned_plans,
+    lemica_schedules,
+    magcache_ratios,
+    sencache_sensitivities,
+    teacache_coefficients,
+)
 from cachelab.calibrate.learned_blocks import learned_block_plans  # noqa: E402
 from cachelab.calibration import CALIBRATION_FILE, use_calibration_file  # noqa: E402
 from cachelab.policies import (  # noqa: E402
+    ClusCa,
     DBPrune,
     DualBlockCache,
+    DuCa,
+    EasyCache,
     FasterCache,
     FirstBlockCache,
     FixedInterval,
     Fora,
     Learned,
+    LeMiCa,
     MagCache,
     Oracle,
     PyramidAttentionBroadcast,
+    SenCache,
+    StepMask,
     TaylorSeer,
     TeaCache,
+    ToCa,
 )
 from cachelab.runner import Call, cpu_threads, first_sample  # noqa: E402
 
@@ -93,6 +117,13 @@ CACHE_DIT_FORECAST = "cache-dit DBCache F1B0 W0 + TaylorSeer"
 STEP_LEARNED, BLOCK_LEARNED = "cachelab learned", "cachelab learned per block"
 BLOCK_BUDGETS, BLOCK_MARGIN = (4, 6, 8), 1.0  # (e): per-block learned >= +1 dB at step-level learned's block work
 BETTER = 40.0  # (f): >= FAST x wall speedup at >= 40 dB
+STACK_MARGIN = 1.0  # (g): a stack >= +1 dB over the best single policy at its block work; (i): a token row over non-token
+LEMICA_BUDGETS = (3, 4, 5, 6, 8, 10)  # (h): lemica against learned and the oracle at these budgets
+
+# The stand-ins on the step triggers: (name in the curve, forecaster, its order); foca and dmd are cache-dit's calibrators
+STAND_INS = (("foca", "foca", 1), ("dmd", "dmd", 1), ("hermite order 2", "hermite", 2), ("taylor order 1", "taylor", 1))
+CALIBRATED = ("foca", "dmd")
+STEP_MASK_THRESHOLD = 0.24  # DBCache's threshold on the steps a step mask leaves to it (cache-dit's dynamic policy)
 
 
 # -- the rows --------------------------------------------------------------------------------------
@@ -145,6 +176,40 @@ def methods(model: str, policies: dict, pipe) -> list[Method]:
         # diffusers' TaylorSeer's defaults: order 1, the first 3 steps computed
         Method("cachelab", "taylorseer module W3", "interval",
                lambda i: TaylorSeer(i, order=1, warmup_steps=3, unit="module"), unit="module"),
+        # the stand-in axis: the same triggers with another forecaster (cachelab.forecasters)
+        *(Method("cachelab", f"first_block + {name}", "threshold",
+                 functools.partial(FirstBlockCache, forecaster=forecaster, forecaster_order=order))
+          for name, forecaster, order in STAND_INS),
+        *(Method("cachelab", f"dbcache F1B0 W0 + {name}", "threshold", functools.partial(
+            DualBlockCache, compute_first=1, compute_last=0, warmup_steps=0, forecaster=name)) for name in CALIBRATED),
+        Method("cachelab", "dbprune F1B0 W0 + foca", "threshold", functools.partial(
+            DBPrune, compute_first=1, compute_last=0, warmup_steps=0, forecaster="foca"), unit="block"),
+        Method("cachelab", "taylorseer module W3 + hermite", "interval",
+               lambda i: TaylorSeer(i, order=1, warmup_steps=3, unit="module", forecaster="hermite"), unit="module"),
+        # the new triggers
+        Method("cachelab", "easycache", "threshold", EasyCache),
+        Method("cachelab", "lemica", "budget", LeMiCa),
+        Method("cachelab", "sencache", "threshold", SenCache),
+        Method("cachelab", f"step_mask F1B0 {STEP_MASK_THRESHOLD}", "preset",
+               lambda preset: StepMask(STEP_MASK_THRESHOLD, mask=preset)),
+        # stacks (cachelab.attach(pipe, [step, block, module or token policy])): the knob of their first part varies
+        Method("cachelab", "first_block + pab 3", "threshold",
+               lambda t: [FirstBlockCache(t), PyramidAttentionBroadcast(spatial_attention_block_skip_range=3)], unit="stack"),
+        Method("cachelab", "first_block + fora 2", "threshold", lambda t: [FirstBlockCache(t), Fora(2)], unit="stack"),
+        Method("cachelab", "learned + fora 2", "budget", lambda b: [Learned(b), Fora(2)], unit="stack"),
+        Method("cachelab", "learned + pab 2", "budget",
+               lambda b: [Learned(b), PyramidAttentionBroadcast(spatial_attention_block_skip_range=2)], unit="stack"),
+        Method("cachelab", "fixed_interval + dbprune 0.1", "interval",
+               lambda i: [FixedInterval(i), DBPrune(0.1, compute_first=1, compute_last=0, warmup_steps=0)], unit="stack"),
+        Method("cachelab", "learned + dbprune 0.1", "budget",
+               lambda b: [Learned(b), DBPrune(0.1, compute_first=1, compute_last=0, warmup_steps=0)], unit="stack"),
+        # token policies (ToCa, DuCa, ClusCa at their published defaults but the knob), alone and under a step schedule
+        Method("cachelab", "toca", "fresh ratio", lambda r: ToCa(fresh_ratio=r), unit="token"),
+        Method("cachelab", "duca", "interval", lambda i: DuCa(interval=i), unit="token"),
+        Method("cachelab", "clusca", "interval", lambda i: ClusCa(interval=i), unit="token"),
+        Method("cachelab", "fixed_interval + toca", "interval", lambda i: [FixedInterval(i), ToCa()], unit="token stack"),
+        Method("cachelab", "learned + toca", "budget", lambda b: [Learned(b), ToCa()], unit="token stack"),
+        Method("cachelab", "learned + clusca", "budget", lambda b: [Learned(b), ClusCa()], unit="token stack"),
         Method("diffusers", "FirstBlockCache", "threshold", FirstBlockCacheConfig),
         Method("diffusers", f"MagCache ({model} ratios)", "threshold", lambda t: MagCacheConfig(
             threshold=t, mag_ratios=policies["magcache"]["mag_ratios"], num_inference_steps=STEPS)),
@@ -159,6 +224,10 @@ def methods(model: str, policies: dict, pipe) -> list[Method]:
         *(Method("cache-dit", f"DBCache F1B0 W0 + TaylorSeer order {order}", "threshold",
                  functools.partial(cache_dit_dbcache, order=order)) for order in orders),
         Method("cache-dit", "DBPrune F1B0 W0", "threshold", cache_dit_dbprune, unit="block"),
+        *(Method("cache-dit", f"DBCache F1B0 W0 + {name}", "threshold",
+                 functools.partial(cache_dit_dbcache, calibrator=name)) for name in CALIBRATED),
+        Method("cache-dit", f"DBCache F1B0 {STEP_MASK_THRESHOLD} steps_mask", "preset",
+               lambda preset: cache_dit_step_mask(preset, STEP_MASK_THRESHOLD, STEPS)),
     ]
 
 
@@ -181,13 +250,15 @@ class Model:
         return tuple(v for v in self.grid.get(curve, ()) if not quick or self.quick.get(curve) == v)
 
 
-def rows(model: Model, policies: dict, quick: bool, pipe) -> list[Row]:
-    """A row per setting of the model's grid (its quick ones with ``quick``). cache-dit's rows come last:
-    cache-dit leaves its patch of the transformer's forward in place after disable_cache."""
+def rows(model: Model, policies: dict, quick: bool, pipe, only: str | None = None) -> list[Row]:
+    """A row per setting of the model's grid (its quick ones with ``quick``; of the curves matching the regular
+    expression ``only``, if given). cache-dit's rows come last: cache-dit leaves its patch of the transformer's
+    forward in place after disable_cache."""
     known = {method.curve: method for method in methods(model.name, policies, pipe)}
+    chosen = [curve for curve in model.grid if only is None or re.search(only, curve)]
     found = [Row(m.library, m.name, f"{m.knob} {value}", functools.partial(ENABLE[m.library], m.make(value)), m.bound,
                  m.unit)
-             for curve in model.grid for m in [known[curve]] for value in model.settings(curve, quick)]
+             for curve in chosen for m in [known[curve]] for value in model.settings(curve, quick)]
     return sorted(found, key=lambda row: row.library == "cache-dit")
 
 
@@ -216,6 +287,37 @@ FINER_UNITS = {
 FINER_PEERS = {"diffusers TaylorSeer": (2, 3, 5), "diffusers PAB": SKIP_RANGES, "diffusers FasterCache": SKIP_RANGES}
 QUICK_FINER = {BLOCK_LEARNED: 6, "cachelab dbprune F1B0 W0": 0.1, "cache-dit DBPrune F1B0 W0": 0.1,
                "cachelab pab": 3, "diffusers PAB": 3, "cachelab fora": 3}
+# The rows of the three axes (issues 22-24), on both models: stand-ins on the step, block and module triggers (with
+# cache-dit's FoCa / DMD and step-mask twins), the new triggers, stacks and token policies.
+STAND_IN_THRESHOLDS = (0.24, 0.4)
+AXES = {
+    **{f"cachelab first_block + {name}": (0.4,) for name in CALIBRATED},
+    **{f"cachelab first_block + {name}": STAND_IN_THRESHOLDS for name, _, _ in STAND_INS if name not in CALIBRATED},
+    **{f"cachelab dbcache F1B0 W0 + {name}": STAND_IN_THRESHOLDS for name in CALIBRATED},
+    "cachelab dbprune F1B0 W0 + foca": (0.1,),
+    "cachelab taylorseer module W3 + hermite": (3,),
+    "cachelab easycache": (0.05, 0.1, 0.2, 0.4),
+    "cachelab sencache": (0.2, 0.4, 0.8),
+    f"cachelab step_mask F1B0 {STEP_MASK_THRESHOLD}": ("medium", "fast", "ultra"),
+    "cachelab first_block + pab 3": (0.1, 0.2),
+    "cachelab first_block + fora 2": (0.2,),
+    "cachelab learned + fora 2": (6, 8, 10),
+    "cachelab learned + pab 2": (8,),
+    "cachelab fixed_interval + dbprune 0.1": (2, 4),
+    "cachelab learned + dbprune 0.1": (8,),
+    "cachelab toca": (0.07,),
+    "cachelab duca": (5,),
+    "cachelab clusca": (5,),
+    "cachelab fixed_interval + toca": (2,),
+    "cachelab learned + toca": (10,),
+    "cachelab learned + clusca": (10,),
+}
+AXES_PEERS = {**{f"cache-dit DBCache F1B0 W0 + {name}": STAND_IN_THRESHOLDS for name in CALIBRATED},
+              f"cache-dit DBCache F1B0 {STEP_MASK_THRESHOLD} steps_mask": ("medium", "fast", "ultra")}
+QUICK_AXES = {"cachelab dbcache F1B0 W0 + foca": 0.4, "cache-dit DBCache F1B0 W0 + foca": 0.4, "cachelab easycache": 0.1,
+              f"cachelab step_mask F1B0 {STEP_MASK_THRESHOLD}": "fast",
+              f"cache-dit DBCache F1B0 {STEP_MASK_THRESHOLD} steps_mask": "fast", "cachelab first_block + pab 3": 0.2,
+              "cachelab toca": 0.07, "cachelab learned + toca": 8}
 
 DIGITS = Model(
     name="digits", title="Digits model", noun="digits", path=zoo.path(), prompts=lambda: zoo.prompts_for(range(10)),
@@ -230,16 +332,19 @@ DIGITS = Model(
         STEP_LEARNED: (3, 4, 5, 6, 8, 10),
         ORACLE: (4, 6, 8, 10),
         **FINER_UNITS,
+        **AXES,
+        "cachelab lemica": LEMICA_BUDGETS,
         "diffusers FirstBlockCache": (0.1, 0.2, 0.3),
         "diffusers MagCache (digits ratios)": (0.06, 0.24),
         **FINER_PEERS,
         "cache-dit DBCache F1B0 W0": (0.08, 0.12, 0.24),
         "cache-dit DBCache F1B0 W0 + TaylorSeer order 2": (0.24, 0.4, 0.6),
         "cache-dit DBPrune F1B0 W0": DBPRUNE_THRESHOLDS,
+        **AXES_PEERS,
     },
     quick={"cachelab taylorseer order 1": 5, "cachelab first_block taylor_order 2": 0.4, STEP_LEARNED: 6,
            ORACLE: 6, "diffusers FirstBlockCache": 0.2, "diffusers TaylorSeer": 3,
-           "cache-dit DBCache F1B0 W0 + TaylorSeer order 2": 0.4, **QUICK_FINER},
+           "cache-dit DBCache F1B0 W0 + TaylorSeer order 2": 0.4, **QUICK_FINER, **QUICK_AXES, "cachelab lemica": 6},
     fits_calibration=False, folder="",
     description="cachelab digits (zoo.load_pipeline(), called as a plain FluxPipeline)",
 )
@@ -259,16 +364,18 @@ SHAPES = Model(
         STEP_LEARNED: (3, 4, 5, 6, 8, 10),
         ORACLE: (4, 6, 8),
         **FINER_UNITS,
+        **AXES,
         "diffusers FirstBlockCache": (0.1, 0.2, 0.3),
         "diffusers MagCache (shapes ratios)": (0.06, 0.24),
         **FINER_PEERS,
         "cache-dit DBCache F1B0 W0": (0.2, 0.3, 0.5),
         "cache-dit DBCache F1B0 W0 + TaylorSeer order 2": SHAPES_THRESHOLDS,
         "cache-dit DBPrune F1B0 W0": DBPRUNE_THRESHOLDS,
+        **AXES_PEERS,
     },
     quick={"cachelab taylorseer order 1": 5, "cachelab first_block taylor_order 2": 0.3, STEP_LEARNED: 6,
            ORACLE: 6, "diffusers FirstBlockCache": 0.2, "diffusers TaylorSeer": 3,
-           "cache-dit DBCache F1B0 W0 + TaylorSeer order 2": 0.3, **QUICK_FINER},
+           "cache-dit DBCache F1B0 W0 + TaylorSeer order 2": 0.3, **QUICK_FINER, **QUICK_AXES},
     fits_calibration=True, folder="shapes",
     description="train_shapes (zoo.load_pipeline(experiments/train_shapes/shapes), called as a plain FluxPipeline)",
 )
@@ -285,6 +392,8 @@ class Pass:
     work: list[float]  # per call: the computed share of the block work (harness.BlockWork)
     skipped: Counter  # unit -> transformer calls that stood in for it, over the pass
     own_work: list[float]  # per call, cachelab rows: the share cachelab's trace measured (its own unit timings)
+    kept_peak: list[int]  # per call, cachelab rows: the most bytes the policy kept at once (executor.kept_peak["total"])
+    partial_seconds: dict  # token policies: partial cost key -> median CPU seconds of its module calls
 
 
 def counted(meter: BlockWork, row: Row, cache: Enabled, calls: list[set[str]]) -> list[set[str]]:
@@ -306,7 +415,8 @@ def counted(meter: BlockWork, row: Row, cache: Enabled, calls: list[set[str]]) -
 def run_pass(pipe, meter: BlockWork, calls: list[Call], row: Row | None = None, count: bool = False) -> Pass:
     """Run ``calls`` uncached (``row=None``) or with the row's cache on, timing each call alone; with ``count``
     (untimed passes only: the hooks cost time), also which blocks and modules each transformer call ran."""
-    done = Pass([], [], [], [], Counter(), [])
+    done = Pass([], [], [], [], Counter(), [], [], {})
+    per_call, seconds = [], []  # with count: per pipeline call, per transformer call: units stood in for, module seconds
     with row.enable(pipe) if row else contextlib.nullcontext(Enabled()) as cache:
         with meter.counting() if count else contextlib.nullcontext():
             for call in calls:
@@ -317,12 +427,18 @@ def run_pass(pipe, meter: BlockWork, calls: list[Call], row: Row | None = None, 
                 done.seconds.append(time.perf_counter() - start)
                 done.images.append(first_sample(output))
                 if count and row:
-                    skipped = counted(meter, row, cache, meter.calls[before:])
+                    per_call.append(skipped := counted(meter, row, cache, meter.calls[before:]))
+                    seconds.extend(meter.module_seconds[before:])
                     done.computed.append(sum(not s for s in skipped))
-                    done.work.append(metrics.mean([meter.work(s) for s in skipped]))
                     done.skipped.update(unit for s in skipped for unit in s)
                     if isinstance(cache, harness.CachelabEnabled):
                         done.own_work.append(metrics.work_fraction(cache.executor.trace))
+                        done.kept_peak.append(cache.kept_peak().get("total", 0))
+    if per_call:  # a token policy's partial calls cost what their modules' calls measured here (median per key)
+        flat = [s for skipped in per_call for s in skipped]
+        samples = meter.partial_samples(flat, seconds)
+        done.partial_seconds = {key: statistics.median(seconds) for key, seconds in samples.items()}
+        done.work = [metrics.mean([meter.work(s, done.partial_seconds) for s in skipped]) for skipped in per_call]
     done.images = np.stack(done.images)
     return done
 
@@ -352,7 +468,8 @@ def evaluate(pipe, meter, row: Row, calls, reference, settings) -> dict:
         library=row.library, method=row.method, curve=row.curve, setting=row.setting, kind=row.kind, unit=row.unit,
         computed_steps=metrics.mean(cached.computed), block_work=work, block_work_steps=work * STEPS,
         cachelab_computed_work=metrics.mean(cached.own_work) if cached.own_work else None,
-        skipped_calls=dict(sorted(cached.skipped.items())),
+        kept_peak_mib=max(cached.kept_peak) / 2**20 if cached.kept_peak else None,
+        partial_keys=len(cached.partial_seconds) or None, skipped_calls=dict(sorted(cached.skipped.items())),
         psnr=metrics.psnr(reference, cached.images), ssim=metrics.mean(metrics.ssim(reference, cached.images)),
         **paired_timing(pipe, meter, calls[:timed], row, settings["rounds"], reference[:timed]),
     )
@@ -394,12 +511,32 @@ def fit_calibration(pipe, prompts: list[str], budgets: tuple[int, ...], block_bu
                             "block_plans": {str(budget): {unit: plan.to_json() for unit, plan in units.items()}
                                             for budget, units in block_plans.items()}},
                 "teacache": {"coefficients": fit("teacache", teacache_coefficients)},
-                "magcache": {"mag_ratios": fit("magcache", magcache_ratios)}}
+                "magcache": {"mag_ratios": fit("magcache", magcache_ratios)},
+                **fit_axes(pipe, prompts, seconds)}
     data = (f"{len(prompts)} prompts x {CALIBRATION_GENERATIONS} generations ({CALIBRATION_GENERATIONS} batched calls "
             f"of all prompts, one generator seeded {CALIBRATION_SEED}), {STEPS} steps, uncached; learned plans "
             f"(budgets {', '.join(map(str, budgets))}) refined on those generations' cached images, per-block plans "
             f"(budgets {', '.join(map(str, block_budgets))}) started from the step plans")
     return dict(command=command, data=data, seconds=seconds, policies=policies)
+
+
+def fit_axes(pipe, prompts: list[str], seconds: dict) -> dict:
+    """LeMiCa's schedules (budgets LEMICA_BUDGETS) and SenCache's sensitivities of this pipeline, from uncached
+    generations seeded CALIBRATION_SEED (as experiments/lemica/calibrate_lemica.py fits the digits model's): policy
+    name -> its calibration.json numbers."""
+    found = {}
+    for name, fit in (("lemica", lambda generator: {"schedules": {str(b): s for b, s in lemica_schedules(
+                          pipe, [prompts] * CALIBRATION_GENERATIONS, LEMICA_BUDGETS, generator=generator, **ARGUMENTS).items()}}),
+                      ("sencache", lambda generator: {"sensitivities": sencache_sensitivities(
+                          pipe, [prompts], generator=generator, **ARGUMENTS)})):
+        start = time.perf_counter()
+        found[name] = fit(torch.Generator().manual_seed(CALIBRATION_SEED))
+        seconds[name] = round(time.perf_counter() - start, 1)
+        print(f"calibrated {name} in {seconds[name]} s", flush=True)
+    found["lemica"]["data"] = (f"{len(prompts)} prompts x {CALIBRATION_GENERATIONS} uncached generations (batched calls of all "
+                               f"prompts, one generator seeded {CALIBRATION_SEED}), {STEPS} steps")
+    found["sencache"]["data"] = f"{len(prompts)} prompts, one uncached batched call seeded {CALIBRATION_SEED}, {STEPS} steps"
+    return found
 
 
 def calibrate(pipe, model: Model, prompts: list[str], quick: bool, out: Path, reuse: bool = False) -> dict:
@@ -409,8 +546,12 @@ def calibrate(pipe, model: Model, prompts: list[str], quick: bool, out: Path, re
     if not model.fits_calibration:
         return json.loads((model.path / CALIBRATION_FILE).read_text())
     if reuse:
+        record = json.loads((out / CALIBRATION_FILE).read_text())
+        if not {"lemica", "sencache"} <= set(record["policies"]):  # fitted before these policies existed: add them
+            record["policies"] |= fit_axes(pipe, prompts, record.setdefault("seconds", {}))
+            (out / CALIBRATION_FILE).write_text(json.dumps(record, indent=1) + "\n")
         use_calibration_file(pipe.transformer, out)
-        return json.loads((out / CALIBRATION_FILE).read_text())
+        return record
     command = " ".join(["python", os.path.relpath(sys.argv[0]), *sys.argv[1:]])
     record = fit_calibration(pipe, prompts, model.settings(STEP_LEARNED, quick), model.settings(BLOCK_LEARNED, quick),
                              command)
@@ -473,6 +614,78 @@ def block_target(results: list[dict], budget: int) -> dict:
                 verdict="PASS" if margin is not None and margin >= BLOCK_MARGIN else "MISS")
 
 
+#: each stack's parts, as curves of their own (for (g): the parts at the stack's block work)
+STACK_PARTS = {
+    "cachelab first_block + pab 3": ("cachelab first_block", "cachelab pab"),
+    "cachelab first_block + fora 2": ("cachelab first_block", "cachelab fora"),
+    "cachelab learned + fora 2": (STEP_LEARNED, "cachelab fora"),
+    "cachelab learned + pab 2": (STEP_LEARNED, "cachelab pab"),
+    "cachelab fixed_interval + dbprune 0.1": ("cachelab fixed_interval", "cachelab dbprune F1B0 W0"),
+    "cachelab learned + dbprune 0.1": (STEP_LEARNED, "cachelab dbprune F1B0 W0"),
+    "cachelab fixed_interval + toca": ("cachelab fixed_interval", "cachelab toca"),
+    "cachelab learned + toca": (STEP_LEARNED, "cachelab toca"),
+    "cachelab learned + clusca": (STEP_LEARNED, "cachelab clusca"),
+}
+SINGLE, STACKS, TOKENS = ("step", "block", "module", "token"), ("stack", "token stack"), ("token", "token stack")
+
+
+def work_curves(results: list[dict], units: tuple[str, ...]) -> dict[str, tuple[list, list]]:
+    """The deployable cachelab curves of these units as (block work in steps, PSNR), by block work."""
+    found = {}
+    for unit in units:
+        found |= curves(results, "cachelab", "block_work_steps", unit=unit)
+    return found
+
+
+def against_work(results: list[dict], rows: list[dict], others: dict, target: str, where: str) -> dict:
+    """Each of ``rows`` against the best of the curves ``others`` at its own block work (and its parts, for a
+    stack): the margins, and PASS if the best one is >= STACK_MARGIN."""
+    compared = []
+    for r in rows:
+        best, best_name = best_at(others, r["block_work_steps"])
+        parts = {name: psnr_at(curve, r["block_work_steps"]) for name in STACK_PARTS.get(r["curve"], ())
+                 if (curve := work_curves(results, SINGLE).get(name))}
+        compared.append(dict(curve=r["curve"], setting=r["setting"], block_work_steps=r["block_work_steps"], psnr=r["psnr"],
+                             best_single=best, best_single_method=best_name, parts=parts,
+                             margin=None if best is None else r["psnr"] - best))
+    scored = [c for c in compared if c["margin"] is not None]
+    top = max(scored, key=lambda c: c["margin"], default=None)
+    return dict(target=target, where=where, rows=compared, best=top,
+                verdict="PASS" if top and top["margin"] >= STACK_MARGIN else "MISS" if rows else "no rows")
+
+
+def lemica_target(results: list[dict]) -> dict:
+    """(h): LeMiCa's minimax path against the learned plan and the oracle at equal budgets (computed steps)."""
+    def psnr(curve, budget):
+        row = next((r for r in results if r["curve"] == curve and r["setting"] == f"budget {budget}"), None)
+        return None if row is None else row["psnr"]
+
+    budgets = [dict(budget=b, lemica=psnr("cachelab lemica", b), learned=psnr(STEP_LEARNED, b), oracle=psnr(ORACLE, b))
+               for b in LEMICA_BUDGETS]
+    return dict(target="h", where="budgets " + ", ".join(map(str, LEMICA_BUDGETS)), verdict="shown", budgets=budgets)
+
+
+def inverse_at(curve: tuple[list, list], psnr: float) -> float | None:
+    """The x at which a curve (x, PSNR) reaches ``psnr`` (linear between its rows, along ascending PSNR)."""
+    points = sorted(zip(curve[1], curve[0]))
+    return psnr_at(([p for p, _ in points], [x for _, x in points]), psnr)
+
+
+EASYCACHE_PEERS = ("cachelab first_block", "cachelab teacache")
+
+
+def easycache_target(results: list[dict]) -> dict:
+    """(j): EasyCache against first_block and teacache at its computed steps (their PSNR there) and at its PSNR
+    (their computed steps there)."""
+    steps = curves(results, "cachelab", "computed_steps", unit="step")
+    compared = []
+    for r in (r for r in results if r["curve"] == "cachelab easycache"):
+        compared.append(dict(setting=r["setting"], computed_steps=r["computed_steps"], psnr=r["psnr"], speedup=r["speedup"],
+                             at_steps={name: psnr_at(steps[name], r["computed_steps"]) for name in EASYCACHE_PEERS if name in steps},
+                             at_psnr={name: inverse_at(steps[name], r["psnr"]) for name in EASYCACHE_PEERS if name in steps}))
+    return dict(target="j", where="easycache's computed steps and PSNR", verdict="shown", rows=compared)
+
+
 def targets(results: list[dict], oracle_budgets: tuple[int, ...]) -> list[dict]:
     """The verdicts. Computed steps ((c), (d)) measure the work of step-level rows only: their curves leave the
     block and module rows out, which (e) compares at equal block work."""
@@ -491,6 +704,14 @@ def targets(results: list[dict], oracle_budgets: tuple[int, ...]) -> list[dict]:
                           **compare(steps["cachelab"], forecaster, budget)))
     found += [block_target(results, budget) for budget in BLOCK_BUDGETS]
     found.append(fastest_target(results, "f", BETTER))
+    stacks = [r for r in results if r["kind"] == "cachelab" and r["unit"] in STACKS]
+    found.append(against_work(results, stacks, work_curves(results, SINGLE), "g",
+                              "each stack against the best single policy at its block work"))
+    found.append(lemica_target(results))
+    tokens = [r for r in results if r["kind"] == "cachelab" and r["unit"] in TOKENS]
+    found.append(against_work(results, tokens, work_curves(results, ("step", "block", "module", "stack")), "i",
+                              "each token row against the best non-token row at its block work"))
+    found.append(easycache_target(results))
     return found
 
 
@@ -503,8 +724,34 @@ def side(value, method) -> str:
 
 
 def describe(target: dict) -> str:
-    """One line per target, with its numbers."""
+    """One line per target, with its numbers (several for (g)-(j))."""
     name, where = target["target"], target["where"]
+    if name in ("g", "i"):
+        goal = "a stack" if name == "g" else "a token row"
+        best = target["best"]
+        head = (f"({name}) {target['verdict']} {goal} >= +{STACK_MARGIN:g} dB over the best "
+                f"{'single policy' if name == 'g' else 'non-token row'} at equal block work" + (
+                    "" if best is None else f": best margin {best['margin']:+.1f} dB, {best['curve']} {best['setting']}"))
+        lines = [head]
+        for c in target["rows"]:
+            parts = "".join(f"; {part.removeprefix('cachelab ')} {db(v)}" for part, v in c["parts"].items())
+            lines.append(f"  - {c['curve']} {c['setting']}: block work {c['block_work_steps']:.1f}, {c['psnr']:.1f} dB; best other "
+                         f"{side(c['best_single'], c['best_single_method'])}"
+                         + ("" if c["margin"] is None else f", margin {c['margin']:+.1f} dB") + parts)
+        return "\n".join(lines)
+    if name == "h":
+        lines = ["(h) LeMiCa's minimax path against the learned plan and the oracle (fitted history 2, a bound) at equal budgets"]
+        lines += [f"  - budget {b['budget']}: lemica {db(b['lemica'])}, learned {db(b['learned'])}, oracle {db(b['oracle'])}"
+                  for b in target["budgets"]]
+        return "\n".join(lines)
+    if name == "j":
+        lines = ["(j) EasyCache against first_block and teacache: their PSNR at its computed steps, their computed steps at its PSNR"]
+        for c in target["rows"]:
+            at_steps = ", ".join(f"{n.removeprefix('cachelab ')} {db(v)}" for n, v in c["at_steps"].items())
+            at_psnr = ", ".join(f"{n.removeprefix('cachelab ')} {'-' if v is None else f'{v:.1f}'}" for n, v in c["at_psnr"].items())
+            lines.append(f"  - easycache {c['setting']}: {c['computed_steps']:.1f} steps, {c['psnr']:.1f} dB, {c['speedup']:.2f}x; "
+                         f"at {c['computed_steps']:.1f} steps: {at_steps}; steps for {c['psnr']:.1f} dB: {at_psnr}")
+        return "\n".join(lines)
     if name in ("a", "f"):
         f = target["fastest"]
         fastest = "no deployable cachelab row reaches it" if f is None else (
@@ -539,6 +786,8 @@ TWINS = {
     "cachelab pab": "diffusers PAB",
     "cachelab faster_cache": "diffusers FasterCache",
     "cachelab dbprune F1B0 W0": "cache-dit DBPrune F1B0 W0",
+    **{f"cachelab dbcache F1B0 W0 + {name}": f"cache-dit DBCache F1B0 W0 + {name}" for name in CALIBRATED},
+    f"cachelab step_mask F1B0 {STEP_MASK_THRESHOLD}": f"cache-dit DBCache F1B0 {STEP_MASK_THRESHOLD} steps_mask",
 }
 
 
@@ -559,14 +808,18 @@ def parity(results: list[dict]) -> list[str]:
 # -- output ----------------------------------------------------------------------------------------
 
 def table(results: list[dict]) -> str:
-    lines = ["| method | setting | computed /28 | block work /28 | speedup | PSNR dB | SSIM |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| method | setting | computed /28 | block work /28 | speedup | PSNR dB | SSIM | kept peak MiB |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     order = {library: i for i, library in enumerate(LIBRARIES)}
     for r in sorted(results, key=lambda r: (order[r["library"]], r["curve"])):  # stable: settings keep their order
         name = r["curve"] + (" (bound, not deployable)" if r["kind"] == "bound" else "")
         lines.append(f"| {name} | {r['setting']} | {r['computed_steps']:.1f} | {r['block_work_steps']:.1f} | "
-                     f"{r['speedup']:.2f}x | {r['psnr']:.1f} | {r['ssim']:.4f} |")
+                     f"{r['speedup']:.2f}x | {r['psnr']:.1f} | {r['ssim']:.4f} | {mib(r.get('kept_peak_mib'))} |")
     return "\n".join(lines)
+
+
+def mib(value) -> str:
+    return "" if value is None else f"{value:.2f}"
 
 
 def plot(results: list[dict], title: str, path: Path) -> None:
@@ -629,9 +882,10 @@ def write(results: list[dict], found: list[dict], setup: dict, out: Path) -> str
     return text
 
 
-def measure(model: Model, prompts: list[str], quick: bool, settings: dict, out: Path, reuse: bool
-            ) -> tuple[list[dict], dict, dict]:
-    """Every row's results, the model's calibration record and each unit's share of the block work."""
+def measure(model: Model, prompts: list[str], quick: bool, settings: dict, out: Path, reuse: bool, only: str | None = None
+            ) -> tuple[list[dict], dict, dict, list[str]]:
+    """Every row's results, the model's calibration record, each unit's share of the block work and the rows that
+    failed (a row that raises is printed and left out, the others run)."""
     with cpu_threads(THREADS):
         pipe = plain_pipeline(model)
         calibration = calibrate(pipe, model, prompts, quick, out, reuse)
@@ -639,12 +893,18 @@ def measure(model: Model, prompts: list[str], quick: bool, settings: dict, out: 
         calls = make_calls(prompts)
         with meter.timing():
             reference = run_pass(pipe, meter, calls).images
-        results = []
-        for row in rows(model, calibration["policies"], quick, pipe):
-            results.append(r := evaluate(pipe, meter, row, calls, reference, settings))
+        results, failed = [], []
+        for row in rows(model, calibration["policies"], quick, pipe, only):
+            try:
+                results.append(r := evaluate(pipe, meter, row, calls, reference, settings))
+            except Exception as error:
+                traceback.print_exc()
+                failed.append(f"{row.curve} {row.setting}: {type(error).__name__}: {str(error).splitlines()[0][:160]}")
+                print(f"FAILED {failed[-1]}", flush=True)
+                continue
             print(f"{row.curve:48s} {row.setting:15s} {r['computed_steps']:5.1f} steps {r['block_work_steps']:5.1f} "
                   f"work {r['speedup']:5.2f}x {r['psnr']:5.1f} dB (timing spread {r['timing_spread']:.2f})", flush=True)
-    return results, calibration, {key: round(share, 5) for key, share in meter.shares().items()}
+    return results, calibration, {key: round(share, 5) for key, share in meter.shares().items()}, failed
 
 
 def commit_of(module) -> str:
@@ -674,6 +934,9 @@ def main():
                         "experiments/frontier/shapes for shapes; below experiments/frontier/quick with --quick)")
     parser.add_argument("--reuse-calibration", action="store_true", help="shapes: the calibration.json an earlier "
                         "run fitted and wrote to the output folder, instead of fitting again")
+    parser.add_argument("--curves", default=None, help="only the curves matching this regular expression")
+    parser.add_argument("--merge", action="store_true", help="fold this run's rows into the results.json in the output "
+                        "folder (a row of the same curve and setting is replaced), and report and plot them all")
     args = parser.parse_args()
     model = MODELS[args.model]
     out = args.out or HERE / ("quick" if args.quick else "") / model.folder
@@ -681,14 +944,22 @@ def main():
     prompts = model.prompts()
     started = time.perf_counter()
     learned_blocks = commit_of(cachelab.calibrate.learned_blocks)
-    results, calibration, shares = measure(model, prompts, args.quick, settings, out, args.reuse_calibration)
+    results, calibration, shares, failed = measure(model, prompts, args.quick, settings, out, args.reuse_calibration, args.curves)
+    runs = []
+    if args.merge and (out / "results.json").exists():  # the earlier run's rows and setup, this run's beside them
+        earlier = json.loads((out / "results.json").read_text())
+        new = {(r["curve"], r["setting"]) for r in results}
+        results = [r for r in earlier["rows"] if (r["curve"], r["setting"]) not in new] + results
+        runs = earlier["setup"].get("runs") or [{k: v for k, v in earlier["setup"].items() if k != "prompts"}]
     setup = dict(model=model.description,
                  subject=f"{model.title}, {len(prompts)} {model.noun} x seeds {', '.join(map(str, SEEDS))}, {STEPS} steps",
                  prompts=prompts, seeds=list(SEEDS), steps=STEPS,
                  calls="one per prompt; prompt i of seed s seeded s + i", threads=THREADS, **settings, quick=args.quick,
                  calibration=summary(calibration), learned_blocks=learned_blocks, block_work_shares=shares,
-                 seconds=round(time.perf_counter() - started),
+                 seconds=round(time.perf_counter() - started), curves=args.curves, failed=failed,
                  versions={m.__name__: m.__version__ for m in (torch, diffusers, cache_dit, cachelab)})
+    if runs:  # merged: every run's setup (the block-work shares of each run's rows are that run's)
+        setup["runs"] = [*runs, {k: v for k, v in setup.items() if k != "prompts"}]
     found = targets(results, model.settings(ORACLE, args.quick))
     print("\n" + write(results, found, setup, out))
     print(f"wrote results.json, frontier.md, frontier.png to {out} ({setup['seconds']} s)")
