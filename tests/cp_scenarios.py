@@ -53,6 +53,9 @@ DIGITS_POLICIES = {
     "stack_fixed_interval_dbprune": lambda: Stack([FixedInterval(interval=2), DBPrune(threshold=0.1, compute_first=1,
                                                                                        warmup_steps=0)]),
 }
+#: Token policies: each rank chooses among its own shard of the tokens, so the chosen set differs from one process's.
+TOKEN_POLICIES = {"toca": lambda: cachelab.make_policy("toca", spatial_bonus=0.0), "duca": lambda: cachelab.make_policy("duca"),
+                  "clusca": lambda: cachelab.make_policy("clusca")}
 #: The tiny Wan: its context-parallel plan splits the sequence inside block 0's own hook; it runs CFG.
 WAN_POLICIES = {
     "first_block": lambda: FirstBlockCache(threshold=0.4),

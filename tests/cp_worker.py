@@ -38,9 +38,12 @@ def main(out: Path) -> None:
     parallel(digits)
     for name, make in cp_scenarios.DIGITS_POLICIES.items():
         results[name] = cp_scenarios.run(digits, make())
+    for name, make in cp_scenarios.TOKEN_POLICIES.items():
+        results[f"tokens_{name}"] = cp_scenarios.run(digits, make())
     results["near_tie"] = near_tie(digits)
     results["raw_local"] = cp_scenarios.run(digits, cp_scenarios.RawLocalPolicy(results["near_tie"]["local_means"]))
     results["raises_on_one_rank"] = cp_scenarios.run(digits, cp_scenarios.RaisesOnRank(rank_to_fail=1))
+    results["toca_spatial_refused"] = cp_scenarios.run(digits, cachelab.make_policy("toca"))
     results["dmd_refused"] = cp_scenarios.run(digits, cp_scenarios.FirstBlockCache(threshold=0.2, forecaster="dmd"))
     results["diverging_paths"] = cp_scenarios.run(digits, cp_scenarios.ReducesOnRank(rank_to_reduce=0))
     results["uncached_after_detach"] = cp_scenarios.run(digits, None)

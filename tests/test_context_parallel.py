@@ -4,6 +4,7 @@ The ranks run in one torchrun subprocess (tests/cp_worker.py, every scenario of 
 a regression that makes them wait for each other fails on the subprocess timeout instead of blocking CI.
 """
 
+import math
 from pathlib import Path
 
 import cp_scenarios
@@ -77,8 +78,22 @@ def test_a_policy_error_on_one_rank_ends_every_rank_with_it(ranks):
         assert "boom on one rank" in rank["raises_on_one_rank"]["error"]
 
 
+@pytest.mark.parametrize("name", sorted(cp_scenarios.TOKEN_POLICIES))
+def test_token_policies_choose_within_each_shard_and_the_ranks_agree(ranks, digits, name):
+    """Each rank chooses the same number of its own tokens; the ranks' decisions per module agree, so they run in
+    step and return the same images, close to one process's (which chooses among all tokens at once)."""
+    first, second = (rank[f"tokens_{name}"] for rank in ranks)
+    assert first["error"] is None and second["error"] is None, first["error"] or second["error"]
+    assert first["decisions"] == second["decisions"] and torch.equal(first["images"], second["images"])
+    alone = cp_scenarios.run(digits, cp_scenarios.TOKEN_POLICIES[name]())
+    assert first["decisions"] == alone["decisions"]
+    mse = float(((first["images"] - alone["images"]) ** 2).mean())
+    assert mse == 0 or 10 * math.log10(1 / mse) > 30
+
+
 def test_a_stand_in_that_fits_the_whole_sequence_is_refused_on_shards(ranks):
     for rank in ranks:
+        assert "spatial bonus (s4) needs the whole token grid" in rank["toca_spatial_refused"]["error"]
         assert "the dmd stand-in fits the whole sequence" in rank["dmd_refused"]["error"]
 
 

@@ -155,7 +155,7 @@ class StepLoopExecutor:
                     raise ValueError(f"{level.policy!r}: the {level.policy.stand_in_rule.name} stand-in fits the whole "
                                      "sequence, and under context parallelism each rank holds a shard of it; use taylor, "
                                      "hermite or foca there")
-            self.reduction = parallel.Reduction(group, width=max(8, 5 + max(level.history for level in self.levels.values())))
+            self.reduction = parallel.Reduction(group, width=max(8, 6 + max(level.history for level in self.levels.values())))
         return self.reduction
 
     def _transformer_forward(self, expert: int, original, *args, **kwargs):
@@ -237,8 +237,9 @@ class StepLoopExecutor:
         sizes = dict.fromkeys(self.levels, 0)
         for branch in self._branches.values():
             for key, kept in branch.kept.items():
-                kind = "step" if key == "step" else ("module" if "." in key else "block")
-                sizes[kind] = sizes.get(kind, 0) + kept.nbytes()
+                sizes[branch.kinds[key]] += kept.nbytes()
+        if "token" in self.levels:  # the per-token bookkeeping too
+            sizes["token"] += self.module_runner.nbytes(self._branches.values())
         if self.text_kv is not None:
             sizes["text_kv"] = self.text_kv.nbytes()
         return sizes

@@ -107,7 +107,7 @@ class Reduction:
     def agree(self, decision, error: BaseException | None, history: int):
         """The decision every rank takes: the common one; ``compute`` when the ranks answered differently
         (counted in ``disagreements``); every rank raises when any rank's policy raised."""
-        payload = torch.zeros(5 + history, dtype=torch.float64)
+        payload = torch.zeros(6 + history, dtype=torch.float64)
         if error is not None or decision is None:
             payload[0] = 1.0
         else:
@@ -117,6 +117,7 @@ class Reduction:
             if weights is not None:
                 payload[4] = len(weights)
                 payload[5:5 + len(weights)] = torch.tensor(weights, dtype=torch.float64)
+            payload[-1] = -1 if decision.tokens is None else torch.as_tensor(decision.tokens).shape[-1]  # tokens chosen
         rows = self._exchange(_DECISION, payload)
         if bool(rows[:, 0].any()):
             self._raise_together(error, rows[:, 0])
@@ -126,7 +127,7 @@ class Reduction:
         if self.disagreements == 1 and self.rank == 0:
             log.warning("the ranks' policies answered differently (a policy that reads its own shard's tensors "
                         "without reducing them): every rank computes where they disagree")
-        return dataclasses.replace(decision, compute=True, weights=None, signal=float(rows[0, 3]) if rows[0, 2] else None)
+        return dataclasses.replace(decision, compute=True, weights=None, tokens=None, signal=float(rows[0, 3]) if rows[0, 2] else None)
 
     def _raise_together(self, error: BaseException | None, failed: torch.Tensor) -> None:
         messages = [None] * self.size

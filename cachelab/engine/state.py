@@ -65,6 +65,8 @@ class Branch:
     step: int = 0
     policies: dict[str, CachePolicy] = field(init=False)
     kept: dict[str, Kept] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)  # store key -> the unit kind of the level that keeps it
+    token_states: dict = field(default_factory=dict)  # a token level's per-token bookkeeping (cachelab.engine.tokens)
 
     def __post_init__(self):
         self.policies = {unit: copy.deepcopy(level.policy) for unit, level in self.levels.items()}
@@ -79,8 +81,15 @@ class Branch:
     def kept_for(self, key: str, unit: str) -> Kept:
         """The store of the unit ``key`` of the level that decides per ``unit``."""
         if key not in self.kept:
-            self.kept[key] = self.levels[unit].kept()
+            self.kept[key], self.kinds[key] = self.levels[unit].kept(), unit
         return self.kept[key]
+
+
+def call_key(call, key: str) -> str:
+    """A module's store key for its n-th call within one transformer call (CogView4 runs its ``ff`` on the image, then
+    on the text): the key itself the first time, ``key#n`` after."""
+    repeat = call.module_calls[key] = call.module_calls.get(key, -1) + 1
+    return key if not repeat else f"{key}#{repeat}"
 
 
 @dataclass
@@ -98,6 +107,7 @@ class Call:
     refresh: bool = False  # the first call of an expert after the switch: every unit computes
     inner: bool = True  # whether the block in flight is one the inner levels (block, module) decide in
     unit_decisions: dict[str, Decision] = field(default_factory=dict)
+    module_calls: dict[str, int] = field(default_factory=dict)  # site key -> times called in this call so far
     skipped: list[str] = field(default_factory=list)  # cost keys of the blocks and modules stood in for
     batch_share: float = 1.0  # the share of the batch that runs (FasterCache's CFG part: 0.5, the cond half)
     keeps_cond_half: bool = False  # a batched CFG call whose kept module outputs are the cond half's

@@ -34,14 +34,14 @@ every rank (a fraction of equal shards does; Ulysses' all-to-all of the chosen q
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from ..forecasters import Reuse
 from ..models.specs import Arguments, parameter_names
+from .state import call_key
+from .token_ops import add_streams, as_index, kmeans, nbytes_of, propagate, query_subset, replace_argument, rows_at
 from .units import combine
 
 #: In a call's skipped units, ``full<partial``: the unit ran on some tokens; saved = cost(full) - cost(partial).
@@ -92,7 +92,6 @@ class TokenRunner:
             raise ValueError(f"{policy!r} asks for unknown token signals {sorted(unknown)}; known: {', '.join(TOKEN_SIGNALS)}")
         self.forecasts = not isinstance(policy.stand_in_rule, Reuse)
         self.text_length: int | None = None  # text tokens of the call in flight, seen at a joint module
-        self._call, self._calls = None, {}  # the call in flight, and how often each module was called in it
 
     # -- the module ---------------------------------------------------------------------------------------------
 
@@ -103,11 +102,8 @@ class TokenRunner:
         name = "hidden_states" if "hidden_states" in parameter_names(type(site.module)) else parameter_names(type(site.module))[0]
         hidden = arguments[name]
         encoder = arguments["encoder_hidden_states"] if "encoder_hidden_states" in parameter_names(type(site.module)) else None
-        if self._call is not call:
-            self._call, self._calls = call, {}
-        repeat = self._calls[site.key] = self._calls.get(site.key, -1) + 1
-        key = site.key if not repeat else f"{site.key}#{repeat}"  # a module called again in its block (CogView4's ff on text)
-        text = site.attribute in TEXT_MODULES or repeat > 0
+        key = call_key(call, site.key)  # a module called again in its block (CogView4's ff on text): key#1
+        text = site.attribute in TEXT_MODULES or key != site.key
         if text:
             self.text_length = hidden.shape[1]
         elif encoder is not None and site.role == "attn":
@@ -129,7 +125,7 @@ class TokenRunner:
                 result = original(*args, **kwargs)
             self._keep_full(kept, state, result, hidden, rows, step)
             return result
-        chosen = _as_index(tokens, hidden.shape[0], hidden.device)
+        chosen = as_index(tokens, hidden.shape[0], hidden.device)
         if state.base is None:
             raise RuntimeError(f"a policy chose some tokens of {site.key} before the module ever computed them all: "
                                "compute a unit in full before choosing its tokens")
@@ -154,10 +150,10 @@ class TokenRunner:
                 queries = torch.cat([text_queries.expand(hidden.shape[0], -1), positions + (count if first else 0)], 1)
             with query_subset(site.module, queries):
                 result = original(*args, **kwargs)
-            fresh = _rows(result, positions)
+            fresh = rows_at(result, positions)
         else:
             gathered = hidden.gather(1, positions[..., None].expand(-1, -1, hidden.shape[-1]))
-            new_args, new_kwargs = _replace(args, kwargs, name, gathered, site.module)
+            new_args, new_kwargs = replace_argument(args, kwargs, name, gathered, site.module)
             fresh = original(*new_args, **new_kwargs)
         merged = self._merge(kept, state, decision, call.context.step, fresh, positions, chosen, rows, hidden)
         return merged
@@ -193,7 +189,7 @@ class TokenRunner:
         if state.base is None:
             return kept.stand_in(decision.weights, step, key)  # raises: nothing kept yet
         delta = self._delta(kept, decision, step, key)
-        return state.base if delta is None else _add(state.base, delta)
+        return state.base if delta is None else add_streams(state.base, delta)
 
     def _merge(self, kept, state, decision, step, fresh, positions, chosen, rows, hidden):
         offset, length = rows
@@ -216,7 +212,7 @@ class TokenRunner:
         if not self.forecasts and kept.outputs and kept.outputs[0] is base:
             kept.outputs[0] = new_base  # reuse: the base is the kept output, one copy
         state.base = new_base
-        return new_base if delta is None else _add(new_base, delta)
+        return new_base if delta is None else add_streams(new_base, delta)
 
     # -- signals ------------------------------------------------------------------------------------------------
 
@@ -255,147 +251,10 @@ class TokenRunner:
                 total += state.nbytes()
                 kept = branch.kept.get(key)
                 if state.base is not None and (kept is None or not kept.outputs or kept.outputs[0] is not state.base):
-                    total += _nbytes(state.base)
+                    total += nbytes_of(state.base)
         return total
-
-
-# -- helpers ------------------------------------------------------------------------------------------------------
 
 
 def _states(branch) -> dict[str, TokenState]:
     """The branch's token states (a per-generation attribute: a new generation makes new branches)."""
-    states = branch.__dict__.get("token_states")
-    if states is None:
-        states = branch.__dict__["token_states"] = {}
-    return states
-
-
-def _as_index(tokens, batch: int, device) -> torch.Tensor:
-    index = torch.as_tensor(tokens, device=device, dtype=torch.long)
-    if index.ndim == 1:
-        index = index.expand(batch, -1)
-    if index.ndim != 2 or index.shape[0] != batch:
-        raise ValueError(f"Decision.tokens must be indices [tokens] or [batch, tokens], got {tuple(index.shape)} for batch {batch}")
-    return index
-
-
-def _replace(args, kwargs, name, value, module):
-    if name in kwargs:
-        return args, {**kwargs, name: value}
-    names = parameter_names(type(module))
-    position = names.index(name)
-    if position < len(args):
-        return (*args[:position], value, *args[position + 1:]), kwargs
-    return args, {**kwargs, name: value}
-
-
-def _rows(result, positions):
-    """The chosen rows of a module's output (the first element of a tuple: the image stream); the rest as it is."""
-    first = result[0] if isinstance(result, tuple) else result
-    rows = first.gather(1, positions[..., None].expand(-1, -1, first.shape[-1]))
-    return (rows, *result[1:]) if isinstance(result, tuple) else rows
-
-
-def _add(a, b):
-    if isinstance(a, tuple):
-        return tuple(None if x is None else x + y for x, y in zip(a, b))
-    return a + b
-
-
-def _nbytes(value) -> int:
-    if isinstance(value, (tuple, list)):
-        return sum(_nbytes(v) for v in value)
-    return value.numel() * value.element_size() if isinstance(value, torch.Tensor) else 0
-
-
-def propagate(output, offset, length, chosen, fresh, labels, ratio):
-    """ClusCa's propagation: every image token's newest output moves by ``ratio`` towards its cluster's fresh output
-    (the sum of the cluster's computed tokens, which is their value for one token per cluster, as published)."""
-    image = output[:, offset:offset + length]
-    clusters = int(labels.max()) + 1
-    picked = labels.gather(1, chosen)
-    sums = torch.zeros(image.shape[0], clusters, image.shape[-1], dtype=image.dtype, device=image.device)
-    sums.scatter_add_(1, picked[..., None].expand(-1, -1, image.shape[-1]), fresh.to(image.dtype))
-    spread = sums.gather(1, labels[..., None].expand(-1, -1, image.shape[-1]))
-    moved = spread * ratio + image * (1 - ratio)
-    if offset == 0 and length == output.shape[1]:
-        return moved
-    return torch.cat([output[:, :offset], moved, output[:, offset + length:]], 1)
-
-
-def kmeans(x: torch.Tensor, clusters: int, centroids: torch.Tensor | None = None, generator=None, iterations: int = 10):
-    """Labels [B, N] and centroids [B, K, D] of ``x`` [B, N, D]: Lloyd's iterations under the L1 distance (ClusCa's
-    setting), started from the given centroids (the previous clustering) or from ``clusters`` random tokens."""
-    data = x.detach().float()
-    batch, count, _ = data.shape
-    if centroids is None:
-        picks = torch.randint(0, count, (batch, clusters), generator=generator, device="cpu").to(x.device)
-        centroids = data[torch.arange(batch, device=x.device)[:, None], picks]
-    centroids = centroids.float()
-    labels = None
-    for _ in range(iterations):
-        labels = torch.cdist(data, centroids, p=1).argmin(-1)
-        one_hot = F.one_hot(labels, clusters).to(data.dtype)
-        updated = one_hot.transpose(1, 2) @ data / (one_hot.sum(1)[..., None] + 1e-8)
-        if torch.allclose(centroids, updated, rtol=1e-4):
-            break
-        centroids = updated
-    return labels, centroids
-
-
-# -- chosen queries against all keys and values ----------------------------------------------------------------
-
-
-class query_subset:
-    """Within: the attention of ``module`` computes only the queries at ``positions`` ([B, k] rows of its query
-    sequence), against every key and value; the other rows of the attention product are zeros (the runtime takes the
-    chosen rows of the module's output). Wraps ``dispatch_attention_fn`` in the processor's module ([B, S, H, D]) or
-    ``torch.nn.functional.scaled_dot_product_attention`` ([B, H, S, D]) for the call."""
-
-    def __init__(self, module, positions: torch.Tensor):
-        self.positions = positions
-        processor = getattr(module, "processor", None)
-        self.namespace = sys.modules.get(type(processor).__module__) if processor is not None else None
-
-    def __enter__(self):
-        self.patched = []
-        if self.namespace is not None and hasattr(self.namespace, "dispatch_attention_fn"):
-            original = self.namespace.dispatch_attention_fn
-            self.patched.append((self.namespace, "dispatch_attention_fn", original))
-            self.namespace.dispatch_attention_fn = self._wrap(original, sequence_dim=1)
-        original = F.scaled_dot_product_attention
-        self.patched.append((F, "scaled_dot_product_attention", original))
-        F.scaled_dot_product_attention = self._wrap(original, sequence_dim=2)
-        return self
-
-    def __exit__(self, *exc):
-        for owner, name, original in reversed(self.patched):
-            setattr(owner, name, original)
-
-    def _wrap(self, original, sequence_dim: int):
-        positions = self.positions
-
-        def attention(query, key, value, *args, **kwargs):
-            length = query.shape[sequence_dim]
-            if positions.shape[0] != query.shape[0] or int(positions.max()) >= length:
-                return original(query, key, value, *args, **kwargs)  # not this module's attention (a nested call)
-            index = positions[:, :, None, None] if sequence_dim == 1 else positions[:, None, :, None]
-            chosen = query.gather(sequence_dim, index.expand(*[s if d != sequence_dim else positions.shape[1]
-                                                                  for d, s in enumerate(query.shape)]))
-            mask = kwargs.get("attn_mask", args[0] if args else None)
-            if isinstance(mask, torch.Tensor) and mask.ndim == 4 and mask.shape[-2] == length:
-                mask = mask.gather(2, positions[:, None, :, None].expand(mask.shape[0], mask.shape[1], -1, mask.shape[-1])
-                                   if mask.shape[0] == positions.shape[0] else positions[:1, None, :, None].expand(
-                                       mask.shape[0], mask.shape[1], -1, mask.shape[-1]))
-                if "attn_mask" in kwargs:
-                    kwargs = {**kwargs, "attn_mask": mask}
-                else:
-                    args = (mask, *args[1:])
-            out = original(chosen, key, value, *args, **kwargs)
-            full_shape = list(out.shape)
-            full_shape[sequence_dim] = length
-            full = out.new_zeros(full_shape)
-            out_index = index.expand(*[s if d != sequence_dim else positions.shape[1] for d, s in enumerate(out.shape)])
-            return full.scatter(sequence_dim, out_index, out)
-
-        return attention
+    return branch.token_states

@@ -7,6 +7,7 @@ from __future__ import annotations
 from ..models.specs import Arguments
 from ..policies.signals import read_at
 from .guidance import cond_halves
+from .state import call_key
 from .units import ModuleSite, block_unit
 
 
@@ -63,17 +64,18 @@ class ModuleRunner:
     def module(self, call, site: ModuleSite, original, args, kwargs):
         if not call.inner:
             return original(*args, **kwargs)
-        kept = call.branch.kept_for(site.key, "module")
+        key = call_key(call, site.key)
+        kept = call.branch.kept_for(key, "module")
         decision = call.unit_decisions.get(site.unit)
         if decision is None:  # the role's first module in this block; ask_unit records the decision for the others
             decision = self.decider.ask_unit(call, "module", site.unit, kept, {}, site.block, site.role)
         if not decision.compute:
-            call.skipped.append(site.key)
-            output = kept.stand_in(decision.weights, call.context.step, site.key)
+            call.skipped.append(key)
+            output = kept.stand_in(decision.weights, call.context.step, key)
             if self.keeps_stand_ins:
                 kept.keep(output, call.context.step)
             return output
-        with self.timer(site.key, call):
+        with self.timer(key, call):
             result = original(*args, **kwargs)
         if self.caches:
             kept.keep(cond_halves(result) if call.keeps_cond_half else result, call.context.step)
