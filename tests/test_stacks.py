@@ -90,3 +90,16 @@ def test_kept_bytes_are_the_kept_tensors_per_unit_kind_and_their_peak(flux):
     modules = [k for key, k in executor._branches["cond"].kept.items() if "." in key]
     assert executor.kept_bytes()["module"] == sum(k.nbytes() for k in modules) > 0
     assert executor.kept_peak["total"] >= executor.kept_bytes()["step"] + executor.kept_bytes()["module"]
+
+
+def test_a_module_called_twice_in_its_block_keeps_a_store_per_call(cogview4):
+    """CogView4's blocks run their ff on the image tokens, then on the text tokens: each call stands in for itself."""
+    uncached = generate(cogview4, steps=6)
+    cachelab.attach(cogview4, Fora(interval=1))
+    try:
+        assert torch.equal(generate(cogview4, steps=6), uncached)
+    finally:
+        cachelab.detach(cogview4)
+    images, executor = run(cogview4, Fora(interval=2))
+    keys = set(executor._branches["cond"].kept)
+    assert {"block0.ff", "block0.ff#1"} <= keys and torch.isfinite(images).all()
