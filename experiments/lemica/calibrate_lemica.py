@@ -27,17 +27,17 @@ GENERATIONS = 2
 BUDGETS = {"digits": (3, 4, 5, 6, 7, 8, 10), "video_digits": (4, 5, 6, 8, 10)}
 
 
-def calibration_data(model: str):
+def calibration_data(model: str, generations: int = GENERATIONS):
     """(prompts, call keyword arguments, description) of the model's learned-plan calibration."""
     if model == "digits":
-        prompts, steps = [prompts_for(range(10))] * GENERATIONS, 28
+        prompts, steps = [prompts_for(range(10))] * generations, 28
         kwargs = dict(num_inference_steps=steps, output_type="np")
-        return prompts, kwargs, f"10 digits in one batch x {GENERATIONS} generations from one generator seeded {SEED}, {steps} steps"
+        return prompts, kwargs, f"10 digits in one batch x {generations} generations from one generator seeded {SEED}, {steps} steps"
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         run = validate(compose(config_name="config", overrides=[f"model={model}"]))
-    prompts = run_prompts(run) * GENERATIONS
+    prompts = run_prompts(run) * generations
     kwargs = make_calls(run, prompts[:1])[0].arguments
-    return prompts, kwargs, (f"model={model}: {len(prompts)} uncached generations ({GENERATIONS} per prompt) from one "
+    return prompts, kwargs, (f"model={model}: {len(prompts)} uncached generations ({generations} per prompt) from one "
                              f"generator seeded {SEED}, {run.steps} steps")
 
 
@@ -45,11 +45,12 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(BUDGETS))
     parser.add_argument("--policies", nargs="+", default=["lemica", "sencache"])
+    parser.add_argument("--generations", type=int, default=GENERATIONS, help="uncached generations per prompt")
     args = parser.parse_args()
     for model in args.models:
         pipe = load_pipeline(model, calibrated=False)
         pipe.set_progress_bar_config(disable=True)
-        prompts, kwargs, data = calibration_data(model)
+        prompts, kwargs, data = calibration_data(model, args.generations)
         target = path(model) / CALIBRATION_FILE
         numbers = json.loads(target.read_text())
         if "lemica" in args.policies:
@@ -61,7 +62,7 @@ def main():
             }
             print(f"{model} lemica: " + "; ".join(f"{b}: {s['computed']}" for b, s in schedules.items()))
         if "sencache" in args.policies:
-            sensitivities = sencache_sensitivities(pipe, prompts[: len(prompts) // GENERATIONS],
+            sensitivities = sencache_sensitivities(pipe, prompts[: len(prompts) // args.generations],
                                                    generator=torch.Generator().manual_seed(SEED), **kwargs)
             numbers["policies"]["sencache"] = {
                 "sensitivities": sensitivities,
