@@ -5,14 +5,13 @@ CogView4 with true CFG (both branches forecast apart). Hermite against its publi
 
 import math
 
-import cache_dit
 import numpy as np
 import pytest
 import torch
 from cache_dit import DBCacheConfig, DMDCalibratorConfig, FoCaCalibratorConfig
+from cachedit_runs import cache_dit_run, cachelab_run
 from diffusers import FluxPipeline
 
-import cachelab
 from cachelab import zoo
 from cachelab.forecasters import hermite_weights
 from cachelab.policies import DualBlockCache
@@ -30,33 +29,6 @@ def digits_call(pipe):
 def cogview4_call(pipe):
     return pipe("a photo of a cat", height=32, width=32, num_inference_steps=COGVIEW_STEPS, guidance_scale=3.0,
                 generator=torch.Generator().manual_seed(0), output_type="np").images
-
-
-def cache_dit_run(make_pipe, call, config, calibrator):
-    pipe = make_pipe()
-    pipe.set_progress_bar_config(disable=True)
-    cache_dit.enable_cache(pipe, cache_config=config, calibrator_config=calibrator)
-    try:
-        images = call(pipe)
-        stats = cache_dit.summary(pipe, logging=False)[-1]
-    finally:
-        cache_dit.disable_cache(pipe)
-    cached = {"cond": set(stats.cached_steps), "uncond": set(stats.cfg_cached_steps or [])}
-    diffs = {"cond": {int(s): v for s, v in stats.residual_diffs.items()},
-             "uncond": {int(s): v for s, v in (stats.cfg_residual_diffs or {}).items()}}
-    return cached, diffs, images
-
-
-def cachelab_run(pipe, call, policy):
-    executor = cachelab.attach(pipe, policy)
-    try:
-        images = call(pipe)
-    finally:
-        cachelab.detach(pipe)
-    branches = sorted({r.branch for r in executor.trace})
-    cached = {b: {r.step for r in executor.trace if r.branch == b and not r.computed} for b in branches}
-    diffs = {b: {r.step: r.signal for r in executor.trace if r.branch == b and r.signal is not None} for b in branches}
-    return cached, diffs, images
 
 
 def assert_same(expected, actual, branches, steps):

@@ -3,14 +3,13 @@ per step the same computed steps, the same residual changes compared and the sam
 ``steps_computation_mask`` / ``steps_computation_policy`` (dynamic and static), on the digits model and on a tiny
 CogView4 with true CFG (both branches)."""
 
-import cache_dit
 import pytest
 import torch
 from cache_dit import DBCacheConfig
 from cache_dit.caching.cache_interface import steps_mask as cache_dit_steps_mask
+from cachedit_runs import cache_dit_run, cachelab_run
 from diffusers import FluxPipeline
 
-import cachelab
 from cachelab import zoo
 from cachelab.policies.step_mask import MASK_PRESETS, StepMask, steps_mask
 
@@ -43,33 +42,6 @@ def digits_call(pipe):
 def cogview4_call(pipe):
     return pipe("a photo of a cat", height=32, width=32, num_inference_steps=COGVIEW_STEPS, guidance_scale=3.0,
                 generator=torch.Generator().manual_seed(0), output_type="np").images
-
-
-def cache_dit_run(make_pipe, call, config):
-    pipe = make_pipe()
-    pipe.set_progress_bar_config(disable=True)
-    cache_dit.enable_cache(pipe, cache_config=config)
-    try:
-        images = call(pipe)
-        stats = cache_dit.summary(pipe, logging=False)[-1]
-    finally:
-        cache_dit.disable_cache(pipe)
-    cached = {"cond": set(stats.cached_steps), "uncond": set(stats.cfg_cached_steps or [])}
-    diffs = {"cond": {int(s): v for s, v in stats.residual_diffs.items()},
-             "uncond": {int(s): v for s, v in (stats.cfg_residual_diffs or {}).items()}}
-    return cached, diffs, images
-
-
-def cachelab_run(pipe, call, policy):
-    executor = cachelab.attach(pipe, policy)
-    try:
-        images = call(pipe)
-    finally:
-        cachelab.detach(pipe)
-    branches = sorted({r.branch for r in executor.trace})
-    cached = {b: {r.step for r in executor.trace if r.branch == b and not r.computed} for b in branches}
-    diffs = {b: {r.step: r.signal for r in executor.trace if r.branch == b and r.signal is not None} for b in branches}
-    return cached, diffs, images
 
 
 def assert_same(expected, actual, branches, steps, mask):
