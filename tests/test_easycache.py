@@ -1,6 +1,6 @@
 """EasyCache: its decisions on a fixed sequence of inputs and outputs, worked out by hand from the reference's rule
-(github.com/H-EmbodVis/EasyCache, ``easycache_sample_video.py``); the output signal on every tiny family; runs on
-the digits model, with a forecaster too."""
+(github.com/H-EmbodVis/EasyCache, ``easycache_sample_video.py``); the call's output reaches a step policy
+(``observe_output``) on every tiny family; runs on the digits model, with a forecaster too."""
 
 import pytest
 import torch
@@ -8,8 +8,9 @@ from families import FAMILIES
 
 import cachelab
 from cachelab import zoo
+from cachelab.policies import CachePolicy, compute
 from cachelab.policies.base import StepContext
-from cachelab.policies.easycache import EasyCache, OutputBox, call_output
+from cachelab.policies.easycache import EasyCache
 
 STEPS = 9
 INPUTS = [10.0, 9.0, 8.0, 7.5, 7.0, 6.0, 5.5, 5.0, 4.0]  # mean|x| per step (constant tensors)
@@ -17,14 +18,13 @@ OUTPUTS = [4.0, 5.0, 6.5, 7.0, 8.0, 9.0, 11.0, 12.0, 13.0]  # the output a compu
 
 
 def decisions(policy):
-    """Drive the policy through one generation; a computed step's box is filled with its output, as the hook does."""
+    """Drive the policy through one generation; after each call its output reaches the policy, as the runtime does."""
     policy.reset()
     made = []
     for step in range(STEPS):
-        box = OutputBox()
-        signals = {"call_input": torch.full((2, 3), INPUTS[step]), "call_output": box}
-        decision = policy.decide(StepContext(step, STEPS, "cond", signals=signals))
-        box.value = torch.full((2, 3), OUTPUTS[step])  # the call runs (computed or not) and its output reaches the box
+        context = StepContext(step, STEPS, "cond", signals={"call_input": torch.full((2, 3), INPUTS[step])})
+        decision = policy.decide(context)
+        policy.observe_output(context, torch.full((2, 3), OUTPUTS[step]))  # the call ran (computed or not)
         made.append(("C" if decision.compute else "R", decision.signal))
     return made
 
@@ -66,15 +66,30 @@ def test_settings_are_checked():
         EasyCache(warmup_steps=1.5)
 
 
+class OutputProbe(CachePolicy):
+    signals = ("call_input",)
+
+    def reset(self):
+        self.seen = []
+
+    def decide(self, ctx):
+        return compute()
+
+    def observe_output(self, ctx, output):
+        type(self).last = (ctx.signals["call_input"], output)
+
+
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_call_output_holds_the_calls_output(family):
+def test_a_step_policy_sees_each_calls_input_and_output(family):
     model, inputs = FAMILIES[family]()
-    box = call_output(model, None)
-    with torch.no_grad():
-        output = model(**inputs, timestep=torch.tensor([500.0]), return_dict=False)[0]
-    assert box.value is not None and box.value.numel() == output.numel()
-    assert torch.equal(box.value.flatten().sort().values, output.flatten().sort().values)  # the same numbers, up to a reshape
-    assert not model.proj_out._forward_hooks  # the hook removed itself
+    cachelab.attach(model, OutputProbe(), num_steps=1)
+    try:
+        with torch.no_grad():
+            output = model(**inputs, timestep=torch.tensor([500.0]), return_dict=False)[0]
+    finally:
+        cachelab.detach(model)
+    seen_input, seen_output = OutputProbe.last
+    assert seen_input is inputs["hidden_states"] and torch.equal(seen_output, output)
 
 
 def test_runs_on_digits_with_reuse_and_with_a_forecaster(digits):

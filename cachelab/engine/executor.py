@@ -22,7 +22,7 @@ from ..policies.stack import Stack
 from . import parallel
 from .clock import Clock
 from .decisions import CFG_DECISIONS, Decider
-from .guidance import Guidance
+from .guidance import Guidance, sample
 from .policy_checks import check_policy
 from .rehearsal import Rehearsal
 from .state import Branch, Call, Level, StepRecord
@@ -186,6 +186,8 @@ class StepLoopExecutor:
                 synchronize_device(self.transformer)
         finally:
             self._call = None
+        if "step" in self.levels:
+            branch.policies["step"].observe_output(context, sample(result))
         self.trace.append(self._record(call, time.perf_counter() - start, timestep))
         self.trace[-1].expert = expert
         self._update_kept_peak()

@@ -237,6 +237,10 @@ class CachePolicy(abc.ABC):
             return forecast(rule.weights(ctx.computed_steps, ctx.step), signal)
         return reuse(signal)
 
+    def observe_output(self, ctx: StepContext, output: torch.Tensor) -> None:
+        """Step-level policies: the output of the call ``ctx`` described (the transformer's sample, as the runtime
+        sees it: the rank's shard under context parallelism), after the call ran or was stood in for."""
+
     def uncond_from_cond(self):
         """Where the pipeline runs CFG: an ``UncondFromCond`` saying at which steps the executor
         builds the unconditional output from the conditional one instead of computing it; ``None``: never."""

@@ -9,15 +9,11 @@ and o its output, the transformation rate k = mean|o - o_c| / mean|x - x_c| agai
 the previous step's input, computed or not; o_c: the newest computed output) to a sum; reuse while the sum stays
 below ``threshold``, else compute and clear it. Thresholds there: 0.025 (HunyuanVideo), 0.05-0.06 (Wan2.2).
 
-In cachelab terms x is the call's ``hidden_states`` argument (the ``call_input`` signal) and o the output of the
-transformer's output projection (``proj_out``; the same numbers as the call's output up to a reshape, which these
-means do not see). The stand-in is cachelab's: the residual of all blocks from the last computed step (or the
+In cachelab terms x is the call's ``hidden_states`` argument (the ``call_input`` signal) and o the call's output
+(``observe_output``, after the call). The stand-in is cachelab's: the residual of all blocks from the last computed step (or the
 policy's ``forecaster``), where the reference adds the latent-space ``o - x`` of that step to the input. With CFG
 the reference lets the conditional pass decide for both (``cfg_decisions=shared``); cachelab's default decides per
 branch.
-
-The executor gives policies no output of a call, so the ``call_output`` signal is a box that a one-shot forward hook
-on the output projection fills when the call returns; the policy reads it at its next call.
 """
 
 from __future__ import annotations
@@ -27,44 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from ..engine import parallel
-from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute, register_call_signal
+from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute
 from .registry import register_policy
-
-
-@register_call_signal("call_input")
-def call_input(transformer, arguments) -> torch.Tensor:
-    """The transformer call's ``hidden_states`` argument: its input latents, before any layer runs."""
-    return arguments["hidden_states"]
-
-
-class OutputBox:
-    """Filled with the call's output (the output projection's) once the call has run; ``None`` until then."""
-
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value: torch.Tensor | None = None
-
-
-def output_module(transformer) -> torch.nn.Module:
-    """The module whose output is the transformer call's output, up to a reshape: diffusers DiTs' ``proj_out``."""
-    module = getattr(transformer, "proj_out", None)
-    if not isinstance(module, torch.nn.Module):
-        raise ValueError(f"call_output needs the transformer's output projection (proj_out); {type(transformer).__name__} has none")
-    return module
-
-
-@register_call_signal("call_output")
-def call_output(transformer, arguments) -> OutputBox:
-    """A box that holds this call's output after the call (a one-shot forward hook on the output projection)."""
-    box = OutputBox()
-
-    def keep(module, args, output):
-        box.value = (output[0] if isinstance(output, tuple) else output).detach()
-        handle.remove()
-
-    handle = output_module(transformer).register_forward_hook(keep)
-    return box
 
 
 def mean_abs(tensor: torch.Tensor) -> float:
@@ -86,7 +46,7 @@ class EasyCache(CachePolicy, Forecasts):
     parity = ("none: no peer implementation; decisions follow the reference rule (H-EmbodVis/EasyCache) by hand "
               "(tests/test_easycache.py)")
 
-    signals = ("call_input", "call_output")
+    signals = ("call_input",)
     uses_threshold = True
 
     threshold: float = 0.05
@@ -110,7 +70,7 @@ class EasyCache(CachePolicy, Forecasts):
         self.previous_input: torch.Tensor | None = None
         self.computed_input: torch.Tensor | None = None
         self.computed_output: torch.Tensor | None = None
-        self.pending: tuple[OutputBox, torch.Tensor] | None = None  # the last computed call, its output still in the box
+        self.pending: torch.Tensor | None = None  # the input of the call in flight, when it computes
 
     def observe(self, computed_input: torch.Tensor, output: torch.Tensor) -> None:
         """A computed call's input and output: the transformation rate against the previous computed call."""
@@ -119,19 +79,17 @@ class EasyCache(CachePolicy, Forecasts):
             self.rate = mean_abs(output - self.computed_output) / input_change if input_change > 0 else None
         self.computed_input, self.computed_output = computed_input, output
 
-    def decide(self, ctx: StepContext) -> Decision:
+    def observe_output(self, ctx: StepContext, output: torch.Tensor) -> None:
         if self.pending is not None:
-            box, computed_input = self.pending
-            if box.value is None:
-                raise RuntimeError("EasyCache got no output of its last computed call: the transformer's output projection "
-                                   "did not run through its forward hooks")
-            self.observe(computed_input, box.value)
+            self.observe(self.pending, output.detach())
             self.pending = None
+
+    def decide(self, ctx: StepContext) -> Decision:
         current, previous = ctx.signals["call_input"], self.previous_input
         self.previous_input = current
         decision = self._decide(ctx, current, previous)
         if decision.compute:
-            self.pending = (ctx.signals["call_output"], current)
+            self.pending = current
         return decision
 
     def _decide(self, ctx: StepContext, current: torch.Tensor, previous: torch.Tensor | None) -> Decision:

@@ -26,7 +26,6 @@ import torch
 
 from ..engine import parallel
 from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute
-from .easycache import call_input  # noqa: F401  (registers the call_input signal)
 from .registry import register_policy
 
 #: The share of the steps (from the first) that use ``early_threshold`` (the reference: 20%).

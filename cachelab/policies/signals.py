@@ -53,6 +53,7 @@ def read_at(where: str, names) -> list[Signal]:
     return [REGISTRY[name] for name in names if name in REGISTRY and REGISTRY[name].where == where]
 
 
+register_signal("call_input", "call")(lambda transformer, arguments: arguments["hidden_states"])
 register_signal("modulated_input", "first_block")(lambda spec, block, arguments: spec.modulated_input(block, arguments))
 register_signal("head_residual", "head")(lambda hidden, input_hidden: hidden - input_hidden)
 register_signal("block_input", "block")(lambda hidden: hidden)
