@@ -16,16 +16,16 @@ import torch
 
 from ..calibration import measured, numbers_for
 from ..models.specs import Arguments, blocks_of, spec_for
-from ..policies.base import CachePolicy, StepContext, compute
+from ..policies.base import CachePolicy, StepContext
 from ..policies.signals import read_at
 from ..policies.stack import Stack
 from . import parallel
 from .clock import Clock
 from .decisions import CFG_DECISIONS, Decider
 from .guidance import Guidance, sample
-from .policy_checks import check_policy
-from .rehearsal import Rehearsal
-from .state import Branch, Call, Level, StepRecord
+from .policy_checks import check_policy, check_shardable
+from .rehearsal import Rehearsal, rehearse
+from .state import Branch, Call, Level, StepRecord, kept_bytes
 from .step_forward import StepRunner
 from .text_kv import TextKV
 from .unit_forward import BlockRunner, ModuleRunner, WholeBlocks
@@ -150,11 +150,7 @@ class StepLoopExecutor:
         if group is None:
             return None
         if self.reduction is None or self.reduction.group is not group:
-            for level in self.levels.values():
-                if not level.policy.stand_in_rule.elementwise:
-                    raise ValueError(f"{level.policy!r}: the {level.policy.stand_in_rule.name} stand-in fits the whole "
-                                     "sequence, and under context parallelism each rank holds a shard of it; use taylor, "
-                                     "hermite or foca there")
+            check_shardable([level.policy for level in self.levels.values()])
             self.reduction = parallel.Reduction(group, width=max(8, 6 + max(level.history for level in self.levels.values())))
         return self.reduction
 
@@ -188,24 +184,13 @@ class StepLoopExecutor:
             self._call = None
         if "step" in self.levels:
             branch.policies["step"].observe_output(context, sample(result))
-        self.trace.append(self._record(call, time.perf_counter() - start, timestep))
+        self.trace.append(StepRecord.of_call(call, time.perf_counter() - start, timestep, list(self.levels)))
         self.trace[-1].expert = expert
         self._update_kept_peak()
         self._update_work()
         branch.step += 1
         self.clock.call_ended()
         return result
-
-    def _record(self, call: Call, seconds: float, timestep) -> StepRecord:
-        skipped = tuple(call.skipped)
-        units = tuple((unit, decision.compute) for unit, decision in call.unit_decisions.items())
-        unit = "+".join(self.levels)
-        if "step" in self.levels:
-            decision = call.decision or compute()
-            return StepRecord(call.context.step, call.context.branch, decision.compute and not skipped, decision.signal, seconds,
-                              timestep, unit=unit, units=units, skipped_units=skipped, batch_share=call.batch_share)
-        return StepRecord(call.context.step, call.context.branch, not skipped, None, seconds, timestep,
-                          unit=unit, units=units, skipped_units=skipped, batch_share=call.batch_share)
 
     def _update_work(self) -> None:
         """Every record's share of block work from the unit costs measured so far (they settle after a few calls)."""
@@ -235,16 +220,13 @@ class StepLoopExecutor:
             self.kept_peak[kind] = max(self.kept_peak.get(kind, 0), size)
 
     def kept_bytes(self) -> dict[str, int]:
-        """Bytes of the outputs kept now, per unit kind (``step``, ``block``, ``module``) over all branches."""
-        sizes = dict.fromkeys(self.levels, 0)
-        for branch in self._branches.values():
-            for key, kept in branch.kept.items():
-                sizes[branch.kinds[key]] += kept.nbytes()
-        if "token" in self.levels:  # the per-token bookkeeping too
-            sizes["token"] += self.module_runner.nbytes(self._branches.values())
+        """Bytes kept now, per unit kind over all branches (and ``token``'s bookkeeping, the text K/V cache's)."""
+        extra = {}
+        if "token" in self.levels:
+            extra["token"] = self.module_runner.nbytes(self._branches.values())
         if self.text_kv is not None:
-            sizes["text_kv"] = self.text_kv.nbytes()
-        return sizes
+            extra["text_kv"] = self.text_kv.nbytes()
+        return kept_bytes(self._branches.values(), self.levels, extra)
 
     def rehearse(self, generate) -> dict:
         """Run ``generate()`` (a pipeline call) computing every step, and return the residual of all blocks at every
@@ -252,12 +234,7 @@ class StepLoopExecutor:
         (``Oracle``) plans the next generation from them."""
         if self.policy.head_blocks or self.policy.tail_blocks or isinstance(self.policy, Stack):
             raise ValueError(f"{self.policy!r} has head or tail blocks or is a stack; a rehearsal records the residual of all blocks")
-        self.rehearsal_state.residuals, self.decider.rehearsing = {}, True
-        try:
-            generate()
-            residuals = self.rehearsal_state.residuals
-        finally:
-            self.rehearsal_state.residuals, self.decider.rehearsing = None, False
+        residuals = rehearse(self.rehearsal_state, self.decider, generate)
         if self.policy.rehearses:
             with parallel.reducing_over(parallel.group_of(self.transformer)):
                 self.policy.plan(residuals)

@@ -38,3 +38,12 @@ def check_policy(policy: CachePolicy, spec, blocks: list) -> None:
             f"{policy!r} wants {head} head and {tail} tail blocks; this model has {len(blocks)} "
             "blocks, and at least one must lie between them"
         )
+
+
+def check_shardable(policies) -> None:
+    """Under context parallelism, where each rank holds a shard of the sequence: refuse stand-ins that fit all of it."""
+    for policy in policies:
+        rule = policy.stand_in_rule
+        if not rule.elementwise:
+            raise ValueError(f"{policy!r}: the {rule.name} stand-in fits the whole sequence, and under context parallelism "
+                             "each rank holds a shard of it; use taylor, hermite or foca there")

@@ -19,3 +19,13 @@ class Rehearsal:
             self.residuals.setdefault(branch, []).append(residual)
         else:
             self.residuals.setdefault(branch, {}).setdefault(unit, []).append(residual)
+
+
+def rehearse(rehearsal: Rehearsal, decider, generate) -> dict:
+    """``generate()`` with every unit computing (``decider.rehearsing``), recording into ``rehearsal``: the residuals."""
+    rehearsal.residuals, decider.rehearsing = {}, True
+    try:
+        generate()
+        return rehearsal.residuals
+    finally:
+        rehearsal.residuals, decider.rehearsing = None, False

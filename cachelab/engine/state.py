@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from ..policies.base import CachePolicy, Decision, StepContext, as_float
+from ..policies.base import CachePolicy, Decision, StepContext, as_float, compute
 from .units import Kept
 
 
@@ -38,6 +38,16 @@ class StepRecord:
     @property
     def timestep(self) -> float | None:
         return as_float(self.raw_timestep)
+
+    @classmethod
+    def of_call(cls, call: "Call", seconds: float, timestep, levels: list[str]) -> "StepRecord":
+        """The record of a finished call: computed when no unit at any level was stood in for."""
+        skipped = tuple(call.skipped)
+        units = tuple((unit, decision.compute) for unit, decision in call.unit_decisions.items())
+        decision = (call.decision or compute()) if "step" in levels else None
+        return cls(call.context.step, call.context.branch, not skipped and (decision is None or decision.compute),
+                   None if decision is None else decision.signal, seconds, timestep, unit="+".join(levels), units=units,
+                   skipped_units=skipped, batch_share=call.batch_share)
 
 
 @dataclass
@@ -111,3 +121,14 @@ class Call:
     skipped: list[str] = field(default_factory=list)  # cost keys of the blocks and modules stood in for
     batch_share: float = 1.0  # the share of the batch that runs (FasterCache's CFG part: 0.5, the cond half)
     keeps_cond_half: bool = False  # a batched CFG call whose kept module outputs are the cond half's
+
+
+def kept_bytes(branches, levels, extra: dict[str, int]) -> dict[str, int]:
+    """Bytes of every unit store over ``branches``, per unit kind of the level that keeps it, with ``extra`` added."""
+    sizes = dict.fromkeys(levels, 0)
+    for branch in branches:
+        for key, kept in branch.kept.items():
+            sizes[branch.kinds[key]] += kept.nbytes()
+    for kind, size in extra.items():
+        sizes[kind] = sizes.get(kind, 0) + size
+    return sizes
