@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..tune.knobs import interval_knob
 from . import token_rules as rules
 from .base import Decision, StepContext, check_number, compute
 from .registry import register_policy
@@ -26,6 +27,7 @@ class ClusCa(TokenPolicy):
     over all blocks; here each module clusters its own input at its full computations. Text tokens compute in full."""
     parity = "none: no peer implementation; its rules match the published clusca-flux code, re-stated (tests/test_token_rules.py)"
 
+    tune_knob = interval_knob("interval")  # what cachelab.tune searches
     interval: int = 5
     first_enhance: int = 3
     cluster_count: int = 16

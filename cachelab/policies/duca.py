@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..tune.knobs import interval_knob
 from . import token_rules as rules
 from .base import Decision, StepContext, check_number, compute
 from .registry import register_policy
@@ -23,6 +24,7 @@ class DuCa(TokenPolicy):
     the attention's values, which a feed-forward module has not: not offered."""
     parity = "none: no peer implementation; its alternation matches the published rule, re-stated (tests/test_token_rules.py)"
 
+    tune_knob = interval_knob("interval")  # what cachelab.tune searches
     interval: int = 5
     fresh_ratio: float = 0.1
     first_enhance: int = 1

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import torch
 
+from ..tune.knobs import interval_knob
 from . import token_rules as rules
 from .base import CachePolicy, Decision, Forecasts, StepContext, check_number, compute
 from .registry import register_policy
@@ -68,6 +69,7 @@ class ToCa(TokenPolicy):
     lambda3 0.25, bonus 0.6 on 2 x 2 cells)."""
     parity = "none: no peer implementation; its rules match Shenyi-Z/ToCa's code, re-stated (tests/test_token_rules.py)"
 
+    tune_knob = interval_knob("fresh_threshold")  # what cachelab.tune searches: the full-computation period
     fresh_ratio: float = 0.07
     fresh_threshold: int = 4
     ratio_schedule: str = "ToCa-ddim50"
