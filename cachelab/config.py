@@ -114,6 +114,8 @@ class RunConfig:
     compile: bool = False
     cfg_decisions: str = "separate"
     stack: List[Any] = field(default_factory=list)
+    metrics: List[str] = field(default_factory=list)  # perceptual metrics per run (cachelab.perceptual): lpips, clip_score, ...
+    clip_model: Optional[str] = None  # the CLIP model of clip_score / fid_clip (a folder or a hub id in the local cache)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     resume: Optional[str] = None
 
@@ -138,6 +140,7 @@ def validate(cfg: DictConfig, *, check_weights: bool = True) -> RunConfig:
     check_ranges(run)
     _settle_threshold(run)
     check_policy_fits_model(run, make_run_policy(run))
+    check_metrics(run)
     if check_weights:
         from .models.loading import WeightsNotFound, locate
 
@@ -146,6 +149,24 @@ def validate(cfg: DictConfig, *, check_weights: bool = True) -> RunConfig:
         except WeightsNotFound as error:
             raise ConfigError(str(error)) from None
     return run
+
+
+def metric_options(run: RunConfig):
+    from .perceptual import Options
+
+    return Options() if run.clip_model is None else Options(clip_model=run.clip_model)
+
+
+def check_metrics(run: RunConfig) -> None:
+    """The perceptual metrics a run asks for can be computed here (package, local weights), before any generation."""
+    if not run.metrics:
+        return
+    from .perceptual import MetricUnavailable, check
+
+    try:
+        check(list(run.metrics), metric_options(run))
+    except MetricUnavailable as error:
+        raise ConfigError(f"metrics={list(run.metrics)}: {error}") from None
 
 
 def check_ranges(run: RunConfig) -> None:

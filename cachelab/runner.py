@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from . import launch, metrics
 from .calibration import use_calibration_file
-from .config import ConfigError, RunConfig, make_run_policy, metric_function, read_prompt_file
+from .config import ConfigError, RunConfig, make_run_policy, metric_function, metric_options, read_prompt_file
 from .engine.attach import attach, detach
 from .engine.compile import compile_blocks
 from .engine.executor import synchronize_device
@@ -136,6 +136,7 @@ def _run_experiment(run: RunConfig, cached: Passes | None) -> Outcome:
         steps=run.steps, num_prompts=len(calls), seed=run.seed, prompts=prompts,
         **speed_figures(timing, run), **decision_figures(cached.traces, run.steps), **kept_figures(cached.kept_peak),
         **quality_figures(reference, cached.images), **model_metric(run, reference, cached.images, prompts),
+        **perceptual_figures(run, reference, cached.images, prompts),
         reference_from_store=from_store, reference_drift=drift,
     )
     return Outcome(result, reference, cached.images, cached.traces)
@@ -191,6 +192,19 @@ def quality_figures(reference: np.ndarray, cached: np.ndarray) -> dict:
     ssim = metrics.ssim(reference, cached)
     return dict(psnr=metrics.psnr(reference, cached), ssim=metrics.mean(ssim),
                 psnr_per_prompt=metrics.psnr_per_sample(reference, cached), ssim_per_prompt=ssim)
+
+
+def perceptual_figures(run: RunConfig, reference: np.ndarray, cached: np.ndarray, prompts: list[str]) -> dict:
+    """The perceptual metrics the run asked for (``metrics=[...]``), against the uncached images or the prompts;
+    FID over the run's set of images (a sweep's jobs are sets of their own: ``python -m cachelab.perceptual``)."""
+    if not run.metrics:
+        return {}
+    from .perceptual import evaluate, fid_of_sets
+
+    options = metric_options(run)
+    figures = evaluate(run.metrics, reference, cached, prompts, options)
+    sets = [name for name in run.metrics if name in ("fid", "fid_clip")]
+    return {**figures, **(fid_of_sets(sets, reference, {"run": cached}, options)["run"] if sets else {})}
 
 
 def model_metric(run: RunConfig, reference: np.ndarray, cached: np.ndarray, prompts: list[str]) -> dict:

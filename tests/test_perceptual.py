@@ -170,3 +170,44 @@ def test_tables_show_the_figures_the_rows_have():
     assert "clip_score" not in results_table([row])
     table = results_table([row, {**row, "clip_score": 31.234, "reference_clip_score": 31.5, "lpips": 0.01234}])
     assert "| clip_score | reference clip_score |" in table and "31.23" in table and "0.0123" in table and "lpips" in table
+
+
+QUICK_RUN = ["num_prompts=2", "steps=4", "timing.repeats=1", "timing.warmup=0", "logger=none", "policy=fixed_interval"]
+
+
+def test_a_run_with_metrics_it_cannot_compute_stops_before_generating(tmp_path):
+    """LPIPS needs torchvision and its AlexNet weights; HF_HUB_CACHE empty: one line naming what is missing, exit 2."""
+    done = subprocess.run([sys.executable, "-m", "cachelab", "metrics=[lpips]", *QUICK_RUN, f"hydra.run.dir={tmp_path}/run"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
+                               "TORCH_HOME": str(tmp_path / "torch")})
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "metrics=['lpips']: lpips needs" in done.stderr
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_a_run_with_metrics_reports_them_in_its_result_and_table(tmp_path, tiny_clip):
+    done = subprocess.run([sys.executable, "-m", "cachelab", "metrics=[clip_score,fid_clip]", f"clip_model={tiny_clip}", *QUICK_RUN,
+                           f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert len(result["clip_score_per_prompt"]) == 2 and np.isfinite([result["clip_score"], result["reference_clip_score"]]).all()
+    assert result["fid_clip"] >= 0
+    header = [line for line in done.stdout.splitlines() if line.startswith("| policy")][0]
+    assert "clip_score" in header and "reference clip_score" in header and "fid_clip" in header
+
+
+def test_tune_targets_a_perceptual_figure(tmp_path, tiny_clip):
+    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "TORCH_HOME": str(tmp_path / "torch")}
+    tune = [sys.executable, "-m", "cachelab.tune", "policy=fixed_interval", "num_prompts=1", "tune.num_prompts=1", "steps=4",
+            "timing.repeats=1", "timing.warmup=0", "logger=none", f"hydra.run.dir={tmp_path}/tune"]
+    refused = subprocess.run([*tune, "target.lpips=0.1"], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert refused.returncode == 2 and "lpips needs" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    done = subprocess.run([*tune, "target.clip_score=-1000", f"clip_model={tiny_clip}"], capture_output=True, text=True,
+                          timeout=900, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "tune" / "tune.json").read_text())
+    trials = [trial for policy in record["policies"] for trial in policy["trials"]]
+    assert trials and all(np.isfinite(trial["clip_score"]) for trial in trials)

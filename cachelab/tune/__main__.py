@@ -25,6 +25,8 @@ def main(cfg) -> None:
     start = time.perf_counter()
     try:
         plain, settings = split(cfg)
+        wanted = [name for name in targets.PERCEPTUAL if getattr(settings.target, name) is not None]
+        plain["metrics"] = sorted(set(plain.get("metrics") or []) | set(wanted))  # computed for the targets on them
         chosen = plan.chosen_policies(plain, settings)
         configs = {name: plan.policy_config(name, plain) for name in chosen}
         names, unfit = plan.fitting(chosen, configs, plain, explicit=settings.policies is not None or plain.get("policy") is not None)

@@ -19,6 +19,8 @@ class Target:
     ssim: Optional[float] = None    # at least
     metric: Optional[float] = None  # the model's own metric (model.metric), at least
     kept_mib: Optional[float] = None  # the memory the policy's kept outputs may hold at once (MiB), at most
+    lpips: Optional[float] = None  # LPIPS against the uncached images (cachelab.perceptual), at most
+    clip_score: Optional[float] = None  # CLIP score against the prompt, at least
 
 
 @dataclass
@@ -53,9 +55,9 @@ def split(cfg: DictConfig) -> tuple[dict, TuneSettings]:
 
 def check(settings: TuneSettings) -> None:
     target, options = settings.target, settings.tune
-    if all(value is None for value in (target.psnr, target.ssim, target.metric)):
-        raise ConfigError("give a quality target: target.psnr=<dB>, target.ssim=<0..1> or target.metric=<value> "
-                          "(several: all must hold)")
+    if all(value is None for value in (target.psnr, target.ssim, target.metric, target.lpips, target.clip_score)):
+        raise ConfigError("give a quality target: target.psnr=<dB>, target.ssim=<0..1>, target.metric=<value>, "
+                          "target.lpips=<at most> or target.clip_score=<at least> (several: all must hold)")
     if target.ssim is not None and not 0 < target.ssim <= 1:
         raise ConfigError(f"target.ssim must be in (0, 1], got {target.ssim}")
     if target.psnr is not None and target.psnr <= 0:

@@ -5,14 +5,16 @@ from __future__ import annotations
 from .settings import Target
 
 #: Figures a target bounds from above (the others from below).
-AT_MOST = ("kept_mib",)
+AT_MOST = ("kept_mib", "lpips")
+#: Targets on perceptual figures, which the tuning and validation runs then compute (``cachelab.perceptual``).
+PERCEPTUAL = ("lpips", "clip_score")
 
 
 def bars(target: Target, metric_name: str | None) -> dict[str, float]:
     """Figure name -> the least value it may take (the model's metric under its own name), or for the figures of
     ``AT_MOST`` the most."""
     found = {"psnr": target.psnr, "ssim": target.ssim, metric_name or "metric": target.metric,
-             "kept_mib": getattr(target, "kept_mib", None)}
+             **{name: getattr(target, name, None) for name in ("kept_mib", *PERCEPTUAL)}}
     return {name: value for name, value in found.items() if value is not None}
 
 

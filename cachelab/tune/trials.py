@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import RunConfig
+from ..config import RunConfig, metric_options
 from ..policies import make_policy
 from ..runner import Passes
 from ..tracking.results import replace_file, to_json
@@ -33,6 +33,7 @@ class TrialBench:
         from ..runner import loaded_pipeline, make_calls, reference_images, reference_key, run_prompts
 
         self.run, self.folder, self.bars = run, folder, bars
+        self.perceptual = list(run.metrics)  # the perceptual figures its targets need (computed for every trial)
         self.prompts = run_prompts(run)
         self.calls = make_calls(run, self.prompts)
         self.pipe = loaded_pipeline(run)
@@ -96,7 +97,12 @@ class TrialBench:
         records = [record for trace in traces for record in trace]
         cost = sum(1.0 if record.computed else skipped_cost for record in records) / len(records)
         quality = quality_figures(self.reference[:done], images)
-        return dict(psnr=quality["psnr"], ssim=quality["ssim"], **decision_figures(traces, self.run.steps),
+        if self.perceptual:
+            from ..perceptual import evaluate
+
+            quality.update(evaluate(self.perceptual, self.reference[:done], images, self.prompts[:done], metric_options(self.run)))
+        return dict(psnr=quality["psnr"], ssim=quality["ssim"], **{k: quality[k] for k in self.perceptual if k in quality},
+                    **decision_figures(traces, self.run.steps),
                     **model_metric(self.run, self.reference[:done], images, self.prompts[:done]), **kept_figures(kept),
                     cost=cost, prompts_done=done)
 
