@@ -366,6 +366,7 @@ def reference_key(run: RunConfig, calls: list[Call], device: str) -> str:
     identity = dict(
         format=REFERENCE_FORMAT, model=model.name, files=_fingerprint(directory), dtype=model.dtype,
         device=device, calls=[(c.prompt, c.seed, sorted(c.arguments.items())) for c in calls],
+        threads=torch.get_num_threads(),  # a CPU's reductions round differently with another thread count (1e-7)
         torch=torch.__version__, diffusers=diffusers.__version__,
     )
     if run.compile:  # compiled blocks round differently (about 1e-6): their references are kept apart

@@ -183,7 +183,7 @@ def test_calibrate_then_run_the_learned_policy_and_the_oracle(tmp_path, tiny_dir
                    cwd=tmp_path, module="cachelab.calibrate")
     assert done.returncode == 0, done.stderr[-2000:]
     calibration = json.loads((tmp_path / "cal" / "calibration.json").read_text())
-    assert set(calibration["policies"]) == {"teacache", "magcache", "learned"}
+    assert set(calibration["policies"]) == {"teacache", "magcache", "learned", "lemica", "sencache"}
     assert {b: len(p["computed"]) for b, p in calibration["policies"]["learned"]["plans"].items()} == {"2": 2, "3": 3}
     for policy, computed, bound in [("learned", 2.0, False), ("oracle", 3.0, True)]:
         done = run_cli([*overrides, f"policy={policy}", "policy.budget=" + str(int(computed)), f"hydra.run.dir={tmp_path}/{policy}",
