@@ -189,6 +189,7 @@ def methods(model: str, policies: dict, pipe) -> list[Method]:
         # the new triggers
         Method("cachelab", "easycache", "threshold", EasyCache),
         Method("cachelab", "lemica", "budget", LeMiCa),
+        Method("cachelab", "lemica + taylor order 1", "budget", functools.partial(LeMiCa, forecaster="taylor")),
         Method("cachelab", "sencache", "threshold", SenCache),
         Method("cachelab", f"step_mask F1B0 {STEP_MASK_THRESHOLD}", "preset",
                lambda preset: StepMask(STEP_MASK_THRESHOLD, mask=preset)),
@@ -201,8 +202,9 @@ def methods(model: str, policies: dict, pipe) -> list[Method]:
                lambda b: [Learned(b), PyramidAttentionBroadcast(spatial_attention_block_skip_range=2)], unit="stack"),
         Method("cachelab", "fixed_interval + dbprune 0.1", "interval",
                lambda i: [FixedInterval(i), DBPrune(0.1, compute_first=1, compute_last=0, warmup_steps=0)], unit="stack"),
-        Method("cachelab", "learned + dbprune 0.1", "budget",
-               lambda b: [Learned(b), DBPrune(0.1, compute_first=1, compute_last=0, warmup_steps=0)], unit="stack"),
+        *(Method("cachelab", f"learned + dbprune {t}", "budget",
+                 lambda b, t=t: [Learned(b), DBPrune(t, compute_first=1, compute_last=0, warmup_steps=0)], unit="stack")
+          for t in (0.1, 0.05)),
         # token policies (ToCa, DuCa, ClusCa at their published defaults but the knob), alone and under a step schedule
         Method("cachelab", "toca", "fresh ratio", lambda r: ToCa(fresh_ratio=r), unit="token"),
         Method("cachelab", "duca", "interval", lambda i: DuCa(interval=i), unit="token"),
@@ -252,13 +254,13 @@ class Model:
 
 def rows(model: Model, policies: dict, quick: bool, pipe, only: str | None = None) -> list[Row]:
     """A row per setting of the model's grid (its quick ones with ``quick``; of the curves matching the regular
-    expression ``only``, if given). cache-dit's rows come last: cache-dit leaves its patch of the transformer's
+    expression ``only``, if given, as "curve knob value"). cache-dit's rows come last: cache-dit leaves its patch of the transformer's
     forward in place after disable_cache."""
     known = {method.curve: method for method in methods(model.name, policies, pipe)}
-    chosen = [curve for curve in model.grid if only is None or re.search(only, curve)]
     found = [Row(m.library, m.name, f"{m.knob} {value}", functools.partial(ENABLE[m.library], m.make(value)), m.bound,
                  m.unit)
-             for curve in chosen for m in [known[curve]] for value in model.settings(curve, quick)]
+             for curve in model.grid for m in [known[curve]] for value in model.settings(curve, quick)
+             if only is None or re.search(only, f"{curve} {m.knob} {value}")]
     return sorted(found, key=lambda row: row.library == "cache-dit")
 
 
@@ -290,30 +292,31 @@ QUICK_FINER = {BLOCK_LEARNED: 6, "cachelab dbprune F1B0 W0": 0.1, "cache-dit DBP
 # The rows of the three axes (issues 22-24), on both models: stand-ins on the step, block and module triggers (with
 # cache-dit's FoCa / DMD and step-mask twins), the new triggers, stacks and token policies.
 STAND_IN_THRESHOLDS = (0.24, 0.4)
-AXES = {
-    **{f"cachelab first_block + {name}": (0.4,) for name in CALIBRATED},
-    **{f"cachelab first_block + {name}": STAND_IN_THRESHOLDS for name, _, _ in STAND_INS if name not in CALIBRATED},
-    **{f"cachelab dbcache F1B0 W0 + {name}": STAND_IN_THRESHOLDS for name in CALIBRATED},
-    "cachelab dbprune F1B0 W0 + foca": (0.1,),
-    "cachelab taylorseer module W3 + hermite": (3,),
-    "cachelab easycache": (0.05, 0.1, 0.2, 0.4),
-    "cachelab sencache": (0.2, 0.4, 0.8),
-    f"cachelab step_mask F1B0 {STEP_MASK_THRESHOLD}": ("medium", "fast", "ultra"),
-    "cachelab first_block + pab 3": (0.1, 0.2),
+AXES = {  # in the order they run: the rows the questions need first (README, "The three axes")
+    "cachelab first_block + pab 3": (0.2,),
     "cachelab first_block + fora 2": (0.2,),
-    "cachelab learned + fora 2": (6, 8, 10),
+    "cachelab learned + fora 2": (6, 10),
     "cachelab learned + pab 2": (8,),
-    "cachelab fixed_interval + dbprune 0.1": (2, 4),
+    "cachelab fixed_interval + dbprune 0.1": (2,),
     "cachelab learned + dbprune 0.1": (8,),
+    "cachelab learned + dbprune 0.05": (8, 10),  # after the first run's rows showed 0.1 closest to the target (g)
+    "cachelab lemica": LEMICA_BUDGETS,
+    "cachelab lemica + taylor order 1": (4, 6, 8, 10),
+    "cachelab easycache": (0.05, 0.1, 0.2, 0.4),
     "cachelab toca": (0.07,),
     "cachelab duca": (5,),
     "cachelab clusca": (5,),
     "cachelab fixed_interval + toca": (2,),
     "cachelab learned + toca": (10,),
-    "cachelab learned + clusca": (10,),
+    **{f"cachelab dbcache F1B0 W0 + {name}": (0.4,) for name in CALIBRATED},
+    **{f"cachelab first_block + {name}": (0.4,) for name, _, _ in STAND_INS},
+    "cachelab dbprune F1B0 W0 + foca": (0.1,),
+    "cachelab taylorseer module W3 + hermite": (3,),
+    "cachelab sencache": (0.4, 0.8),
+    f"cachelab step_mask F1B0 {STEP_MASK_THRESHOLD}": ("fast", "ultra"),
 }
-AXES_PEERS = {**{f"cache-dit DBCache F1B0 W0 + {name}": STAND_IN_THRESHOLDS for name in CALIBRATED},
-              f"cache-dit DBCache F1B0 {STEP_MASK_THRESHOLD} steps_mask": ("medium", "fast", "ultra")}
+AXES_PEERS = {**{f"cache-dit DBCache F1B0 W0 + {name}": (0.4,) for name in CALIBRATED},
+              f"cache-dit DBCache F1B0 {STEP_MASK_THRESHOLD} steps_mask": ("fast", "ultra")}
 QUICK_AXES = {"cachelab dbcache F1B0 W0 + foca": 0.4, "cache-dit DBCache F1B0 W0 + foca": 0.4, "cachelab easycache": 0.1,
               f"cachelab step_mask F1B0 {STEP_MASK_THRESHOLD}": "fast",
               f"cache-dit DBCache F1B0 {STEP_MASK_THRESHOLD} steps_mask": "fast", "cachelab first_block + pab 3": 0.2,
@@ -323,7 +326,7 @@ DIGITS = Model(
     name="digits", title="Digits model", noun="digits", path=zoo.path(), prompts=lambda: zoo.prompts_for(range(10)),
     grid={
         "cachelab first_block": (0.1, 0.2, 0.3),
-        "cachelab teacache": (0.1, 0.2),
+        "cachelab teacache": (0.03, 0.05, 0.1, 0.2),  # 0.03, 0.05: for (j), added 2026-12-06
         "cachelab magcache": (0.06, 0.24),
         "cachelab fixed_interval": (2, 4),
         "cachelab dbcache F1B0 W0": (0.12, 0.24),
@@ -331,9 +334,9 @@ DIGITS = Model(
         "cachelab first_block taylor_order 2": (0.24, 0.4, 0.6),
         STEP_LEARNED: (3, 4, 5, 6, 8, 10),
         ORACLE: (4, 6, 8, 10),
+        "cachelab oracle reuse": (4, 6, 8, 10),  # the best reuse schedule, a bound: beside lemica, for (h)
         **FINER_UNITS,
         **AXES,
-        "cachelab lemica": LEMICA_BUDGETS,
         "diffusers FirstBlockCache": (0.1, 0.2, 0.3),
         "diffusers MagCache (digits ratios)": (0.06, 0.24),
         **FINER_PEERS,
@@ -622,6 +625,7 @@ STACK_PARTS = {
     "cachelab learned + pab 2": (STEP_LEARNED, "cachelab pab"),
     "cachelab fixed_interval + dbprune 0.1": ("cachelab fixed_interval", "cachelab dbprune F1B0 W0"),
     "cachelab learned + dbprune 0.1": (STEP_LEARNED, "cachelab dbprune F1B0 W0"),
+    "cachelab learned + dbprune 0.05": (STEP_LEARNED, "cachelab dbprune F1B0 W0"),
     "cachelab fixed_interval + toca": ("cachelab fixed_interval", "cachelab toca"),
     "cachelab learned + toca": (STEP_LEARNED, "cachelab toca"),
     "cachelab learned + clusca": (STEP_LEARNED, "cachelab clusca"),
@@ -660,7 +664,8 @@ def lemica_target(results: list[dict]) -> dict:
         row = next((r for r in results if r["curve"] == curve and r["setting"] == f"budget {budget}"), None)
         return None if row is None else row["psnr"]
 
-    budgets = [dict(budget=b, lemica=psnr("cachelab lemica", b), learned=psnr(STEP_LEARNED, b), oracle=psnr(ORACLE, b))
+    budgets = [dict(budget=b, lemica=psnr("cachelab lemica", b), lemica_taylor=psnr("cachelab lemica + taylor order 1", b),
+                    learned=psnr(STEP_LEARNED, b), oracle=psnr(ORACLE, b), oracle_reuse=psnr("cachelab oracle reuse", b))
                for b in LEMICA_BUDGETS]
     return dict(target="h", where="budgets " + ", ".join(map(str, LEMICA_BUDGETS)), verdict="shown", budgets=budgets)
 
@@ -740,8 +745,10 @@ def describe(target: dict) -> str:
                          + ("" if c["margin"] is None else f", margin {c['margin']:+.1f} dB") + parts)
         return "\n".join(lines)
     if name == "h":
-        lines = ["(h) LeMiCa's minimax path against the learned plan and the oracle (fitted history 2, a bound) at equal budgets"]
-        lines += [f"  - budget {b['budget']}: lemica {db(b['lemica'])}, learned {db(b['learned'])}, oracle {db(b['oracle'])}"
+        lines = ["(h) LeMiCa's minimax path (reuse; and with taylor order 1) against the learned plan and the oracles (bounds: "
+                 "fitted history 2, and reuse) at equal budgets"]
+        lines += [f"  - budget {b['budget']}: lemica {db(b['lemica'])}, lemica + taylor order 1 {db(b.get('lemica_taylor'))}, "
+                  f"learned {db(b['learned'])}, oracle fitted history 2 {db(b['oracle'])}, oracle reuse {db(b.get('oracle_reuse'))}"
                   for b in target["budgets"]]
         return "\n".join(lines)
     if name == "j":
@@ -873,19 +880,21 @@ def report(results: list[dict], found: list[dict], setup: dict) -> str:
             f"## Parity (cachelab / its reference twin, same setting)\n\n{twins}\n")
 
 
-def write(results: list[dict], found: list[dict], setup: dict, out: Path) -> str:
+def write(results: list[dict], found: list[dict], setup: dict, out: Path, figure: bool = True) -> str:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(dict(setup=setup, rows=results, targets=found), indent=1) + "\n")
     text = report(results, found, setup)
     (out / "frontier.md").write_text(text)
-    plot(results, setup["subject"], out / "frontier.png")
+    if figure:
+        plot(results, setup["subject"], out / "frontier.png")
     return text
 
 
-def measure(model: Model, prompts: list[str], quick: bool, settings: dict, out: Path, reuse: bool, only: str | None = None
-            ) -> tuple[list[dict], dict, dict, list[str]]:
+def measure(model: Model, prompts: list[str], quick: bool, settings: dict, out: Path, reuse: bool, only: str | None = None,
+            save: Callable | None = None) -> tuple[list[dict], dict, dict, list[str]]:
     """Every row's results, the model's calibration record, each unit's share of the block work and the rows that
-    failed (a row that raises is printed and left out, the others run)."""
+    failed (a row that raises is printed and left out, the others run). ``save(results, calibration, shares, failed)``
+    runs after every row (a run stopped early keeps the rows it measured)."""
     with cpu_threads(THREADS):
         pipe = plain_pipeline(model)
         calibration = calibrate(pipe, model, prompts, quick, out, reuse)
@@ -904,6 +913,8 @@ def measure(model: Model, prompts: list[str], quick: bool, settings: dict, out: 
                 continue
             print(f"{row.curve:48s} {row.setting:15s} {r['computed_steps']:5.1f} steps {r['block_work_steps']:5.1f} "
                   f"work {r['speedup']:5.2f}x {r['psnr']:5.1f} dB (timing spread {r['timing_spread']:.2f})", flush=True)
+            if save:
+                save(results, calibration, {key: round(share, 5) for key, share in meter.shares().items()}, failed)
     return results, calibration, {key: round(share, 5) for key, share in meter.shares().items()}, failed
 
 
@@ -925,6 +936,43 @@ def summary(calibration: dict) -> dict:
     return {**{key: value for key, value in calibration.items() if key != "policies"}, "by policy": by_policy}
 
 
+def fill_kept_peak(model: Model, out: Path) -> None:
+    """The kept peak of the cachelab rows of ``out``/results.json measured before the column existed: each such row's
+    cache on for the first call only (the most bytes kept depend on the shapes kept, the same in every call of a row),
+    ``kept_peak_mib`` and ``kept_peak_from`` added; the report and figure rewritten."""
+    record = json.loads((out / "results.json").read_text())
+    with cpu_threads(THREADS):
+        pipe = plain_pipeline(model)
+        if model.fits_calibration:
+            use_calibration_file(pipe.transformer, out)
+        calibration = json.loads(((out if model.fits_calibration else model.path) / CALIBRATION_FILE).read_text())
+        known = {(row.curve, row.setting): row for row in rows(model, calibration["policies"], False, pipe)}
+        call = make_calls(model.prompts())[0]
+        for r in record["rows"]:
+            row = known.get((r["curve"], r["setting"]))
+            if r["library"] != "cachelab" or r.get("kept_peak_mib") is not None or row is None:
+                continue
+            with row.enable(pipe) as cache:
+                cache.prepare(lambda: pipe(**call.kwargs()))
+                pipe(**call.kwargs())
+                r["kept_peak_mib"], r["kept_peak_from"] = cache.kept_peak().get("total", 0) / 2**20, "the first call"
+            print(f"{r['curve']:48s} {r['setting']:15s} kept peak {r['kept_peak_mib']:.2f} MiB", flush=True)
+    record = json.loads((out / "results.json").read_text()) | {"rows": merge_kept(record["rows"], out)}
+    print(write(record["rows"], targets(record["rows"], model.settings(ORACLE, False)), record["setup"], out))
+
+
+def merge_kept(filled: list[dict], out: Path) -> list[dict]:
+    """The rows of ``out``/results.json as they are now (another run may have merged rows meanwhile), with the kept
+    peaks of ``filled`` where they have none."""
+    peaks = {(r["curve"], r["setting"]): r for r in filled if r.get("kept_peak_from")}
+    now = json.loads((out / "results.json").read_text())["rows"]
+    for r in now:
+        if r.get("kept_peak_mib") is None and (r["curve"], r["setting"]) in peaks:
+            r["kept_peak_mib"] = peaks[r["curve"], r["setting"]]["kept_peak_mib"]
+            r["kept_peak_from"] = "the first call"
+    return now
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=MODELS, default="digits", help="digits (default) or shapes "
@@ -937,31 +985,42 @@ def main():
     parser.add_argument("--curves", default=None, help="only the curves matching this regular expression")
     parser.add_argument("--merge", action="store_true", help="fold this run's rows into the results.json in the output "
                         "folder (a row of the same curve and setting is replaced), and report and plot them all")
+    parser.add_argument("--fill-kept-peak", action="store_true", help="only add the kept peak to the cachelab rows of "
+                        "the results.json in the output folder that have none (one call each), and rewrite the report")
     args = parser.parse_args()
     model = MODELS[args.model]
     out = args.out or HERE / ("quick" if args.quick else "") / model.folder
+    if args.fill_kept_peak:
+        return fill_kept_peak(model, out)
     settings = QUICK if args.quick else FULL
     prompts = model.prompts()
     started = time.perf_counter()
     learned_blocks = commit_of(cachelab.calibrate.learned_blocks)
-    results, calibration, shares, failed = measure(model, prompts, args.quick, settings, out, args.reuse_calibration, args.curves)
-    runs = []
-    if args.merge and (out / "results.json").exists():  # the earlier run's rows and setup, this run's beside them
-        earlier = json.loads((out / "results.json").read_text())
-        new = {(r["curve"], r["setting"]) for r in results}
-        results = [r for r in earlier["rows"] if (r["curve"], r["setting"]) not in new] + results
-        runs = earlier["setup"].get("runs") or [{k: v for k, v in earlier["setup"].items() if k != "prompts"}]
-    setup = dict(model=model.description,
-                 subject=f"{model.title}, {len(prompts)} {model.noun} x seeds {', '.join(map(str, SEEDS))}, {STEPS} steps",
-                 prompts=prompts, seeds=list(SEEDS), steps=STEPS,
-                 calls="one per prompt; prompt i of seed s seeded s + i", threads=THREADS, **settings, quick=args.quick,
-                 calibration=summary(calibration), learned_blocks=learned_blocks, block_work_shares=shares,
-                 seconds=round(time.perf_counter() - started), curves=args.curves, failed=failed,
-                 versions={m.__name__: m.__version__ for m in (torch, diffusers, cache_dit, cachelab)})
-    if runs:  # merged: every run's setup (the block-work shares of each run's rows are that run's)
-        setup["runs"] = [*runs, {k: v for k, v in setup.items() if k != "prompts"}]
-    found = targets(results, model.settings(ORACLE, args.quick))
-    print("\n" + write(results, found, setup, out))
+    earlier = json.loads((out / "results.json").read_text()) if args.merge and (out / "results.json").exists() else None
+
+    def save(measured, calibration, shares, failed, figure=False, done=False):
+        results, runs = list(measured), []
+        if earlier:  # the earlier run's rows and setup, this run's beside them
+            new = {(r["curve"], r["setting"]) for r in results}
+            kept = {(r["curve"], r["setting"]): r for r in json.loads((out / "results.json").read_text())["rows"]}
+            results = [kept.get((r["curve"], r["setting"]), r) for r in earlier["rows"]  # kept peaks filled meanwhile
+                       if (r["curve"], r["setting"]) not in new] + results
+            runs = earlier["setup"].get("runs") or [{k: v for k, v in earlier["setup"].items() if k != "prompts"}]
+        setup = dict(model=model.description,
+                     subject=f"{model.title}, {len(prompts)} {model.noun} x seeds {', '.join(map(str, SEEDS))}, {STEPS} steps",
+                     prompts=prompts, seeds=list(SEEDS), steps=STEPS,
+                     calls="one per prompt; prompt i of seed s seeded s + i", threads=THREADS, **settings, quick=args.quick,
+                     calibration=summary(calibration), learned_blocks=learned_blocks, block_work_shares=shares,
+                     seconds=round(time.perf_counter() - started), curves=args.curves, failed=failed, complete=done,
+                     versions={m.__name__: m.__version__ for m in (torch, diffusers, cache_dit, cachelab)})
+        if runs:  # merged: every run's setup (the block-work shares of each run's rows are that run's)
+            setup["runs"] = [*runs, {k: v for k, v in setup.items() if k != "prompts"}]
+        return write(results, targets(results, model.settings(ORACLE, args.quick)), setup, out, figure), setup
+
+    measured, calibration, shares, failed = measure(model, prompts, args.quick, settings, out, args.reuse_calibration,
+                                                    args.curves, save)
+    text, setup = save(measured, calibration, shares, failed, figure=True, done=True)
+    print("\n" + text)
     print(f"wrote results.json, frontier.md, frontier.png to {out} ({setup['seconds']} s)")
 
 
