@@ -24,6 +24,11 @@ def learned_settings(steps):
     return {"budget": len(computed), "plans": {len(computed): plan}}
 
 
+def lemica_settings(steps):
+    computed = list(range(0, steps, 2))
+    return {"budget": len(computed), "schedules": {len(computed): {"steps": steps, "computed": computed, "worst": 0.0}}}
+
+
 SETTINGS = {
     "first_block": lambda steps: {"threshold": 0.5},
     "dbcache": lambda steps: {"threshold": 0.5, "compute_first": 1, "compute_last": 1, "warmup_steps": 1},
@@ -34,6 +39,11 @@ SETTINGS = {
     "learned": learned_settings,
     "oracle": lambda steps: {"budget": steps // 2},
     "dbprune": lambda steps: {"threshold": 0.5, "compute_first": 1, "warmup_steps": 1},
+    "easycache": lambda steps: {"threshold": 0.5, "warmup_steps": 1},
+    "lemica": lemica_settings,
+    "sencache": lambda steps: {"threshold": 1.0, "early_threshold": 1.0,
+                               "sensitivities": {"timesteps": [0.0, 1000.0], "alpha_x": [1.0, 1.0], "alpha_t": [0.001, 0.001]}},
+    "step_mask": lambda steps: {"mask": [int(i % 2 == 0 or i == steps - 1) for i in range(steps)], "mask_policy": "static"},
 }
 
 
