@@ -838,8 +838,9 @@ def plot(results: list[dict], title: str, path: Path) -> None:
 
     style = {"cachelab": "o-", "reference": "s--", "bound": "^:"}
     colors = plt.get_cmap("tab20")
-    figure, panels = plt.subplots(1, 2, figsize=(16, 7), sharey=True)
     lines = [(name, kind) for kind in style for name in curves(results, kind, "speedup")]
+    columns = 1 + len(lines) // 45  # the legend beside the panels, in as many columns as fit the figure's height
+    figure, panels = plt.subplots(1, 2, figsize=(16 + 4.5 * (columns - 1), 7), sharey=True)
     for axes, x in zip(panels, ("speedup", "block_work_steps")):
         for index, (name, kind) in enumerate(lines):
             xs, psnrs = curves(results, kind, x, by="block_work_steps")[name]
@@ -855,7 +856,7 @@ def plot(results: list[dict], title: str, path: Path) -> None:
     panels[1].invert_xaxis()  # less work to the right, as higher speedups are
     panels[0].set_ylabel("PSNR vs uncached (dB)")
     figure.suptitle(title)
-    panels[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    panels[1].legend(fontsize=6 if columns > 1 else 7, loc="center left", bbox_to_anchor=(1.01, 0.5), ncol=columns)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

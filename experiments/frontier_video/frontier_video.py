@@ -105,38 +105,39 @@ def grid(pipe, ratios: list[float], quick: bool, only: str | None = None) -> lis
         ("cachelab", "dbprune F1B0 W0", "threshold",
          lambda t: make_policy("dbprune", threshold=t, compute_first=1, compute_last=0, warmup_steps=0), (0.08,)),
         ("cachelab", "oracle fitted history 2", "budget", functools.partial(Oracle, forecast="fitted", history=2),
-         (4, 6, 8, 10)),
-        # the stand-in axis (cachelab.forecasters) on the step, block and module triggers
-        *(("cachelab", f"first_block + {name}", "threshold",
-           functools.partial(FirstBlockCache, forecaster=forecaster, forecaster_order=order), (0.1, 0.2))
-          for name, forecaster, order in (("foca", "foca", 1), ("dmd", "dmd", 1), ("hermite order 2", "hermite", 2),
-                                          ("taylor order 1", "taylor", 1))),
-        *(("cachelab", f"dbcache F1B0 W0 + {name}", "threshold", functools.partial(
-            DualBlockCache, compute_first=1, compute_last=0, warmup_steps=0, forecaster=name), (0.12, 0.24))
-          for name in ("foca", "dmd")),
-        ("cachelab", "dbprune F1B0 W0 + foca", "threshold", lambda t: DBPrune(t, **DBPRUNE, forecaster="foca"), (0.08,)),
-        ("cachelab", "taylorseer module W3", "interval", lambda i: TaylorSeer(i, order=1, warmup_steps=3, unit="module"), (3,)),
-        ("cachelab", "taylorseer module W3 + hermite", "interval",
-         lambda i: TaylorSeer(i, order=1, warmup_steps=3, unit="module", forecaster="hermite"), (3,)),
-        # the new triggers
+         (6, 8)),
+        # the three axes, in the order they run (the rows the questions need first): the new triggers, stacks
+        # (cachelab.attach(pipe, [step, block, module or token policy]); the first part's knob varies), token policies
+        # alone and under a step schedule, the stand-ins (cachelab.forecasters) on the step, block and module triggers
         ("cachelab", "easycache", "threshold", EasyCache, (0.05, 0.1, 0.2, 0.4)),
-        ("cachelab", "lemica", "budget", LeMiCa, LEMICA_BUDGETS),
-        ("cachelab", "sencache", "threshold", SenCache, (0.2, 0.4, 0.8)),
-        ("cachelab", f"step_mask F1B0 {STEP_MASK_THRESHOLD}", "preset",
-         lambda preset: StepMask(STEP_MASK_THRESHOLD, mask=preset), ("medium", "fast", "ultra")),
-        # stacks (cachelab.attach(pipe, [step, block, module or token policy])): the first part's knob varies
         ("cachelab", "first_block + pab 2", "threshold",
-         lambda t: [FirstBlockCache(t), PyramidAttentionBroadcast(spatial_attention_block_skip_range=2)], (0.05, 0.1)),
-        ("cachelab", "learned + fora 2", "budget", lambda b: [Learned(b), Fora(2)], (8, 10)),
+         lambda t: [FirstBlockCache(t), PyramidAttentionBroadcast(spatial_attention_block_skip_range=2)], (0.05,)),
+        ("cachelab", "learned + fora 2", "budget", lambda b: [Learned(b), Fora(2)], (10,)),
         ("cachelab", "learned + pab 2", "budget",
-         lambda b: [Learned(b), PyramidAttentionBroadcast(spatial_attention_block_skip_range=2)], (8, 10)),
-        ("cachelab", "fixed_interval + dbprune 0.08", "interval", lambda i: [FixedInterval(i), DBPrune(0.08, **DBPRUNE)], (2, 3)),
-        # token policies, alone and under a step schedule
-        ("cachelab", "toca", "fresh ratio", lambda r: ToCa(fresh_ratio=r), (0.07, 0.2)),
+         lambda b: [Learned(b), PyramidAttentionBroadcast(spatial_attention_block_skip_range=2)], (10,)),
+        ("cachelab", "fixed_interval + dbprune 0.08", "interval", lambda i: [FixedInterval(i), DBPrune(0.08, **DBPRUNE)], (2,)),
+        ("cachelab", "toca", "fresh ratio", lambda r: ToCa(fresh_ratio=r), (0.07,)),
         ("cachelab", "duca", "interval", lambda i: DuCa(interval=i), (3,)),
         ("cachelab", "clusca", "interval", lambda i: ClusCa(interval=i), (3,)),
         ("cachelab", "fixed_interval + toca", "interval", lambda i: [FixedInterval(i), ToCa()], (2,)),
         ("cachelab", "learned + toca", "budget", lambda b: [Learned(b), ToCa()], (10,)),
+        ("cachelab", "lemica", "budget", LeMiCa, LEMICA_BUDGETS),
+        ("cachelab", "oracle fitted history 2", "budget", functools.partial(Oracle, forecast="fitted", history=2),
+         (4, 10)),
+        *(("cachelab", f"dbcache F1B0 W0 + {name}", "threshold", functools.partial(
+            DualBlockCache, compute_first=1, compute_last=0, warmup_steps=0, forecaster=name), (0.12,))
+          for name in ("foca", "dmd")),
+        *(("cachelab", f"first_block + {name}", "threshold",
+           functools.partial(FirstBlockCache, forecaster=forecaster, forecaster_order=order), (0.1,))
+          for name, forecaster, order in (("foca", "foca", 1), ("dmd", "dmd", 1), ("hermite order 2", "hermite", 2),
+                                          ("taylor order 1", "taylor", 1))),
+        ("cachelab", "dbprune F1B0 W0 + foca", "threshold", lambda t: DBPrune(t, **DBPRUNE, forecaster="foca"), (0.08,)),
+        ("cachelab", "taylorseer module W3", "interval", lambda i: TaylorSeer(i, order=1, warmup_steps=3, unit="module"), (3,)),
+        ("cachelab", "taylorseer module W3 + hermite", "interval",
+         lambda i: TaylorSeer(i, order=1, warmup_steps=3, unit="module", forecaster="hermite"), (3,)),
+        ("cachelab", "sencache", "threshold", SenCache, (0.4, 0.8)),
+        ("cachelab", f"step_mask F1B0 {STEP_MASK_THRESHOLD}", "preset",
+         lambda preset: StepMask(STEP_MASK_THRESHOLD, mask=preset), ("fast",)),
         ("diffusers", "FirstBlockCache", "threshold", FirstBlockCacheConfig, (0.05, 0.1, 0.2)),
         ("diffusers", "MagCache (calibrated ratios)", "threshold",
          lambda t: MagCacheConfig(threshold=t, mag_ratios=ratios, num_inference_steps=STEPS), (0.06, 0.24)),
@@ -151,14 +152,13 @@ def grid(pipe, ratios: list[float], quick: bool, only: str | None = None) -> lis
         ("cache-dit", "DBCache F1B0 W0 + TaylorSeer order 1", "threshold",
          functools.partial(cache_dit_dbcache, order=1), (0.12, 0.4)),
         *(("cache-dit", f"DBCache F1B0 W0 + {name}", "threshold", functools.partial(cache_dit_dbcache, calibrator=name),
-           (0.12, 0.24)) for name in ("foca", "dmd")),
+           (0.12,)) for name in ("foca", "dmd")),
         ("cache-dit", f"DBCache F1B0 {STEP_MASK_THRESHOLD} steps_mask", "preset",
-         lambda preset: cache_dit_step_mask(preset, STEP_MASK_THRESHOLD, STEPS), ("medium", "fast", "ultra")),
+         lambda preset: cache_dit_step_mask(preset, STEP_MASK_THRESHOLD, STEPS), ("fast",)),
     ]
     rows = []
     for library, method, knob, make, values in methods:
-        if only and not re.search(only, f"{library} {method}"):
-            continue
+        values = [v for v in values if not only or re.search(only, f"{library} {method} {knob} {v}")]
         for value in values[len(values) // 2:][:1] if quick else values:
             rows.append(Row(library, method, f"{knob} {value}", functools.partial(ENABLE[library], make(value)),
                             bound=method.startswith("oracle")))
@@ -337,9 +337,12 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="one setting per method")
     parser.add_argument("--out", type=Path, default=HERE)
     parser.add_argument("--model-dir", type=Path, default=zoo.path("video_digits"))
-    parser.add_argument("--curves", default=None, help="only the methods ('library method') matching this regular expression")
+    parser.add_argument("--curves", default=None, help="only the rows ('library method knob value') matching this regular "
+                        "expression")
     parser.add_argument("--merge", action="store_true", help="fold this run's rows into the results.json in --out (a row "
                         "of the same library, method and setting is replaced)")
+    parser.add_argument("--fill-kept-peak", action="store_true", help="only add the kept peak and cachelab's work to the "
+                        "cachelab rows of the results.json in --out that have none (their calls again), and rewrite frontier.md")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -348,7 +351,13 @@ def main(argv=None) -> None:
     pipe.set_progress_bar_config(disable=True)
     calibration = json.loads((args.model_dir / CALIBRATION_FILE).read_text())["policies"]
     fitted = fit_missing(pipe, calibration, args.out)
+    earlier = json.loads((args.out / "results.json").read_text()) if args.merge and (args.out / "results.json").exists() else None
+    for r in earlier["results"] if earlier else ():
+        if "psnr" in r and r["psnr"] is None:  # written as null: an identical output's PSNR
+            r["psnr"] = float("inf")
     counter = StepCounter(pipe.transformer)
+    if args.fill_kept_peak:
+        return fill_kept_peak(pipe, counter, calibration, args)
     reference, _, _ = run_pass(pipe, counter, calls())
     results = []
     for row in grid(pipe, calibration["magcache"]["mag_ratios"], args.quick, args.curves):
@@ -359,9 +368,17 @@ def main(argv=None) -> None:
             results.append(dict(library=row.library, method=row.method, setting=row.setting, bound=row.bound,
                                 error=f"{type(error).__name__}: {str(error).splitlines()[0][:120]}"))
         print(table(results[-1:]).splitlines()[-1], flush=True)
-    runs = [dict(seconds=round(time.perf_counter() - started), curves=args.curves, fitted=fitted)]
-    if args.merge and (args.out / "results.json").exists():
-        earlier = json.loads((args.out / "results.json").read_text())
+        save(args, earlier, results, started, fitted, done=False)
+    results, found = save(args, earlier, results, started, fitted, done=True)
+    print(table(results))
+    print(describe(metrics_safe(found)))
+
+
+def save(args, earlier, measured, started, fitted, done):
+    """results.json and frontier.md in --out, the earlier run's rows beside this run's with --merge; after every row."""
+    results = list(measured)
+    runs = [dict(seconds=round(time.perf_counter() - started), curves=args.curves, fitted=fitted, complete=done)]
+    if earlier:
         new = {(r["library"], r["method"], r["setting"]) for r in results}
         results = [r for r in earlier["results"] if (r["library"], r["method"], r["setting"]) not in new] + results
         runs = earlier.get("runs", [dict(note="the run before these (all rows then)")]) + runs
@@ -371,8 +388,33 @@ def main(argv=None) -> None:
                   rounds=ROUNDS, timed_calls=TIMED, runs=runs, results=results, verdicts=found)
     (args.out / "results.json").write_text(json.dumps(metrics_safe(record), indent=1) + "\n")
     (args.out / "frontier.md").write_text(table(results) + "\n\n## Verdicts\n\n" + describe(metrics_safe(found)) + "\n")
-    print(table(results))
-    print(describe(metrics_safe(found)))
+    return results, found
+
+
+def fill_kept_peak(pipe, counter, calibration: dict, args) -> None:
+    """The kept peak and cachelab's own block work of the cachelab rows measured before those columns existed: each
+    row's cache on for the quality pass's calls again (untimed; the decisions, hence the images, are the recorded ones)."""
+    record = json.loads((args.out / "results.json").read_text())
+    known = {(row.method, row.setting): row for row in grid(pipe, calibration["magcache"]["mag_ratios"], False)}
+    for r in record["results"]:
+        row = known.get((r["method"], r["setting"]))
+        if r["library"] != "cachelab" or r.get("kept_peak_mib") is not None or row is None or "error" in r:
+            continue
+        own = {}
+        _, _, computed = run_pass(pipe, counter, calls(), row, own)
+        if abs(metrics.mean(computed) - r["computed_steps"]) > 1e-9:
+            raise RuntimeError(f"{r['method']} {r['setting']}: {metrics.mean(computed)} computed steps, "
+                               f"recorded {r['computed_steps']}")
+        r["kept_peak_mib"], r["cachelab_work_steps"] = max(own["kept_peak"]) / 2**20, metrics.mean(own["work"]) * STEPS
+        r["filled_later"] = "kept_peak_mib and cachelab_work_steps: the quality pass again, untimed (--fill-kept-peak)"
+        print(f"{r['method']} {r['setting']}: kept peak {r['kept_peak_mib']:.2f} MiB, work {r['cachelab_work_steps']:.1f}", flush=True)
+        (args.out / "results.json").write_text(json.dumps(metrics_safe(record), indent=1) + "\n")
+    for r in record["results"]:
+        if "psnr" in r and r["psnr"] is None:
+            r["psnr"] = float("inf")
+    record["verdicts"] = found = verdicts(record["results"])
+    (args.out / "results.json").write_text(json.dumps(metrics_safe(record), indent=1) + "\n")
+    (args.out / "frontier.md").write_text(table(record["results"]) + "\n\n## Verdicts\n\n" + describe(metrics_safe(found)) + "\n")
 
 
 def fit_missing(pipe, calibration: dict, out: Path) -> dict:
@@ -380,6 +422,12 @@ def fit_missing(pipe, calibration: dict, out: Path) -> dict:
     uncached generation of each prompt from a generator seeded CALIBRATION_SEED (disjoint from the evaluation seeds),
     applied to the transformer and written to ``out``/calibration_fitted.json. Returns what was fitted."""
     fitted = {}
+    if (out / "calibration_fitted.json").exists():  # an earlier run's, on the same data
+        for name, numbers in json.loads((out / "calibration_fitted.json").read_text())["policies"].items():
+            if name not in calibration:
+                use_calibration(pipe.transformer, name, **{k: v for k, v in numbers.items() if k != "data"})
+                calibration[name] = fitted[name] = numbers
+        print(f"using the fitted {', '.join(fitted)} of {out / 'calibration_fitted.json'}", flush=True)
     for name, fit in (("lemica", lambda g: {"schedules": {str(b): s for b, s in lemica_schedules(
                           pipe, PROMPTS, LEMICA_BUDGETS, generator=g, **ARGUMENTS).items()}}),
                       ("sencache", lambda g: {"sensitivities": sencache_sensitivities(pipe, PROMPTS, generator=g, **ARGUMENTS)})):
@@ -391,7 +439,7 @@ def fit_missing(pipe, calibration: dict, out: Path) -> dict:
         fitted[name]["data"] = (f"{len(PROMPTS)} prompts, one uncached generation each from one generator seeded "
                                 f"{CALIBRATION_SEED}, {STEPS} steps ({time.perf_counter() - start:.0f} s, in this run)")
         print(f"fitted {name}: {fitted[name]['data']}", flush=True)
-    if fitted:
+    if fitted and not (out / "calibration_fitted.json").exists():
         out.mkdir(parents=True, exist_ok=True)
         (out / "calibration_fitted.json").write_text(json.dumps(dict(policies=fitted), indent=1) + "\n")
     return {name: numbers["data"] for name, numbers in fitted.items()}
