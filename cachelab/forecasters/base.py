@@ -42,6 +42,14 @@ class LinearForecaster(Forecaster):
     def weights(self, steps: Sequence[int], target: int) -> list[float]:
         """Weights over the outputs computed at ``steps`` (newest first) that stand in for step ``target``."""
 
+    def cached_weights(self, steps: tuple[int, ...], target: int) -> tuple[float, ...]:
+        """``weights``, worked out once per (steps, target): every module of a call asks for the same ones."""
+        cache = self.__dict__.setdefault("_weights", {})
+        key = (tuple(steps), target)
+        if key not in cache:
+            cache[key] = tuple(float(w) for w in self.weights(steps, target))
+        return cache[key]
+
 
 def make_forecaster(name: str, order: int = 1) -> Forecaster:
     """The stand-in called ``name``; ``order`` is the order of the Taylor and Hermite expansions."""

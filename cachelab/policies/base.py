@@ -234,7 +234,7 @@ class CachePolicy(abc.ABC):
         or (``reuse``, and stateful forecasters such as ``foca`` and ``dmd``, which the runtime runs) no weights."""
         rule = self.stand_in_rule
         if isinstance(rule, LinearForecaster) and not isinstance(rule, Reuse) and ctx.computed_steps:
-            return forecast(rule.weights(ctx.computed_steps, ctx.step), signal)
+            return Decision(False, signal, rule.cached_weights(ctx.computed_steps, ctx.step))
         return reuse(signal)
 
     def observe_output(self, ctx: StepContext, output: torch.Tensor) -> None:

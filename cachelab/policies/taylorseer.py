@@ -57,9 +57,17 @@ class TaylorSeer(IntervalSchedule, Forecasts):
     def stand_in_rule(self) -> Forecaster:
         """Taylor of ``order`` in the unit's convention (cache-dit's for steps, diffusers' for modules; ``order=0``
         reuses), or the ``forecaster`` named instead, of the same order."""
-        if self.forecaster is None:
-            return make_forecaster("reuse") if self.order == 0 else (Taylor if self.unit == "step" else TaylorDiffusers)(self.order)
-        return self.forecaster if isinstance(self.forecaster, Forecaster) else make_forecaster(self.forecaster, max(1, self.order))
+        rule = self.__dict__.get("_stand_in_rule")
+        if rule is None:
+            taylor = Taylor if self.unit == "step" else TaylorDiffusers
+            if self.forecaster is None:
+                rule = make_forecaster("reuse") if self.order == 0 else taylor(self.order)
+            elif isinstance(self.forecaster, Forecaster):
+                rule = self.forecaster
+            else:
+                rule = make_forecaster(self.forecaster, max(1, self.order))
+            self.__dict__["_stand_in_rule"] = rule
+        return rule
 
     def decide(self, ctx: StepContext) -> Decision:
         if self.unit == "module":
