@@ -2,8 +2,17 @@
 and the residual changes it compared, and the images (the parity tests against cache-dit 1.5.3 share these)."""
 
 import cache_dit
+from diffusers import FluxPipeline
 
 import cachelab
+from cachelab import zoo
+
+
+def plain_digits() -> FluxPipeline:
+    """The digits model as a plain FluxPipeline: cache-dit recognises pipelines by class name."""
+    pipe = FluxPipeline(**zoo.load_pipeline().components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def cache_dit_run(make_pipe, call, config, calibrator=None):

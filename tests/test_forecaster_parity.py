@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 from cache_dit import DBCacheConfig, DMDCalibratorConfig, FoCaCalibratorConfig
-from cachedit_runs import cache_dit_run, cachelab_run
-from diffusers import FluxPipeline
+from cachedit_runs import cache_dit_run, cachelab_run, plain_digits
 
 from cachelab import zoo
 from cachelab.forecasters import hermite_weights
@@ -47,9 +46,7 @@ def dbcache(threshold, warmup, **limits):
 
 @pytest.fixture(scope="module")
 def digits():
-    pipe = FluxPipeline(**zoo.load_pipeline().components)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return plain_digits()
 
 
 # (threshold, warm-up, limits) on digits at 16 steps: W4/W6 give DMD 4-6 evenly spaced snapshots before the first
@@ -64,7 +61,7 @@ DIGITS = [
 @pytest.mark.parametrize("forecaster", sorted(CALIBRATORS))
 @pytest.mark.parametrize("threshold, warmup, limits", DIGITS)
 def test_dbcache_with_calibrator_matches_cache_dit_on_digits(digits, forecaster, threshold, warmup, limits):
-    expected = cache_dit_run(lambda: FluxPipeline(**zoo.load_pipeline().components), digits_call, dbcache(threshold, warmup, **limits),
+    expected = cache_dit_run(plain_digits, digits_call, dbcache(threshold, warmup, **limits),
                              CALIBRATORS[forecaster]())
     policy = DualBlockCache(threshold, compute_first=1, compute_last=0, warmup_steps=warmup, forecaster=forecaster,
                             max_continuous_cached_steps=limits.get("max_continuous_cached_steps", -1))

@@ -7,8 +7,7 @@ import pytest
 import torch
 from cache_dit import DBCacheConfig
 from cache_dit.caching.cache_interface import steps_mask as cache_dit_steps_mask
-from cachedit_runs import cache_dit_run, cachelab_run
-from diffusers import FluxPipeline
+from cachedit_runs import cache_dit_run, cachelab_run, plain_digits
 
 from cachelab import zoo
 from cachelab.policies.step_mask import MASK_PRESETS, StepMask, steps_mask
@@ -61,9 +60,7 @@ def config(mask, mask_policy, threshold, warmup, compute_first=1):
 
 @pytest.fixture(scope="module")
 def digits():
-    pipe = FluxPipeline(**zoo.load_pipeline().components)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return plain_digits()
 
 
 # (preset, policy, threshold, warm-up): thresholds at which the dynamic steps both compute and reuse on digits;
@@ -77,7 +74,7 @@ DIGITS = [
 @pytest.mark.parametrize("preset, mask_policy, threshold, warmup", DIGITS)
 def test_step_mask_matches_cache_dit_on_digits(digits, preset, mask_policy, threshold, warmup):
     mask = cache_dit_steps_mask(total_steps=DIGITS_STEPS, mask_policy=preset)
-    expected = cache_dit_run(lambda: FluxPipeline(**zoo.load_pipeline().components), digits_call,
+    expected = cache_dit_run(plain_digits, digits_call,
                              config(mask, mask_policy, threshold, warmup))
     policy = StepMask(threshold, warmup_steps=warmup, mask=preset, mask_policy=mask_policy)
     assert_same(expected, cachelab_run(digits, digits_call, policy), ["cond"], DIGITS_STEPS, mask)
