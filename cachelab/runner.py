@@ -27,6 +27,7 @@ from .config import ConfigError, RunConfig, make_run_policy, metric_function, me
 from .engine.attach import attach, detach
 from .engine.compile import compile_blocks
 from .engine.executor import synchronize_device
+from .engine.state import merge_peaks
 from .memory import peak_memory
 from .models.loading import load_pipeline, locate
 
@@ -255,8 +256,7 @@ def generate(pipe, calls: list[Call | Batch], policy=None, *, desc: str, quiet: 
             count = len(call.calls) if isinstance(call, Batch) else 1
             images.extend(samples(output)[:count])
             traces.extend([list(executor.trace) if executor else []] * count)
-            for kind, size in (executor.kept_peak if executor else {}).items():
-                kept_peak[kind] = max(kept_peak.get(kind, 0), size)
+            merge_peaks(kept_peak, executor.kept_peak if executor else {})
     finally:
         if executor is not None:
             detach(pipe)

@@ -2,6 +2,7 @@
 and the residual changes it compared, and the images (the parity tests against cache-dit 1.5.3 share these)."""
 
 import cache_dit
+import torch
 from diffusers import FluxPipeline
 
 import cachelab
@@ -13,6 +14,22 @@ def plain_digits() -> FluxPipeline:
     pipe = FluxPipeline(**zoo.load_pipeline().components)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def digits_at(steps: int):
+    """``call(pipe)``: two digits at ``steps`` steps, seed 0, as numpy images."""
+    def call(pipe):
+        return pipe(zoo.prompts_for([3, 8]), height=32, width=32, max_sequence_length=8, num_inference_steps=steps,
+                    generator=torch.Generator().manual_seed(0), output_type="np").images
+    return call
+
+
+def cogview4_at(steps: int):
+    """``call(pipe)``: the tiny CogView4 with true CFG at ``steps`` steps, seed 0."""
+    def call(pipe):
+        return pipe("a photo of a cat", height=32, width=32, num_inference_steps=steps, guidance_scale=3.0,
+                    generator=torch.Generator().manual_seed(0), output_type="np").images
+    return call
 
 
 def cache_dit_run(make_pipe, call, config, calibrator=None):

@@ -7,11 +7,9 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from cache_dit import DBCacheConfig, DMDCalibratorConfig, FoCaCalibratorConfig
-from cachedit_runs import cache_dit_run, cachelab_run, plain_digits
+from cachedit_runs import cache_dit_run, cachelab_run, cogview4_at, digits_at, plain_digits
 
-from cachelab import zoo
 from cachelab.forecasters import hermite_weights
 from cachelab.policies import DualBlockCache
 
@@ -20,14 +18,7 @@ COGVIEW_STEPS = 10
 CALIBRATORS = {"foca": FoCaCalibratorConfig, "dmd": DMDCalibratorConfig}
 
 
-def digits_call(pipe):
-    return pipe(zoo.prompts_for([3, 8]), height=32, width=32, max_sequence_length=8, num_inference_steps=DIGITS_STEPS,
-                generator=torch.Generator().manual_seed(0), output_type="np").images
-
-
-def cogview4_call(pipe):
-    return pipe("a photo of a cat", height=32, width=32, num_inference_steps=COGVIEW_STEPS, guidance_scale=3.0,
-                generator=torch.Generator().manual_seed(0), output_type="np").images
+digits_call, cogview4_call = digits_at(DIGITS_STEPS), cogview4_at(COGVIEW_STEPS)
 
 
 def assert_same(expected, actual, branches, steps):

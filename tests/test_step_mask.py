@@ -4,12 +4,10 @@ per step the same computed steps, the same residual changes compared and the sam
 CogView4 with true CFG (both branches)."""
 
 import pytest
-import torch
 from cache_dit import DBCacheConfig
 from cache_dit.caching.cache_interface import steps_mask as cache_dit_steps_mask
-from cachedit_runs import cache_dit_run, cachelab_run, plain_digits
+from cachedit_runs import cache_dit_run, cachelab_run, cogview4_at, digits_at, plain_digits
 
-from cachelab import zoo
 from cachelab.policies.step_mask import MASK_PRESETS, StepMask, steps_mask
 
 DIGITS_STEPS = 12
@@ -33,14 +31,7 @@ def test_unsupported_masks_are_refused_early():
         StepMask(mask="fast").check_steps(5)
 
 
-def digits_call(pipe):
-    return pipe(zoo.prompts_for([3, 8]), height=32, width=32, max_sequence_length=8, num_inference_steps=DIGITS_STEPS,
-                generator=torch.Generator().manual_seed(0), output_type="np").images
-
-
-def cogview4_call(pipe):
-    return pipe("a photo of a cat", height=32, width=32, num_inference_steps=COGVIEW_STEPS, guidance_scale=3.0,
-                generator=torch.Generator().manual_seed(0), output_type="np").images
+digits_call, cogview4_call = digits_at(DIGITS_STEPS), cogview4_at(COGVIEW_STEPS)
 
 
 def assert_same(expected, actual, branches, steps, mask):

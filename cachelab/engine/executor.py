@@ -25,7 +25,7 @@ from .decisions import CFG_DECISIONS, Decider
 from .guidance import Guidance, sample
 from .policy_checks import check_policy, check_shardable
 from .rehearsal import Rehearsal, rehearse
-from .state import Branch, Call, Level, StepRecord, kept_bytes
+from .state import Branch, Call, Level, StepRecord, kept_bytes, merge_peaks
 from .step_forward import StepRunner
 from .text_kv import TextKV
 from .unit_forward import BlockRunner, ModuleRunner, WholeBlocks
@@ -78,15 +78,13 @@ class StepLoopExecutor:
         self.decider = Decider(self.levels, cfg_decisions, self._reduction)
         self.rehearsal_state = Rehearsal()
         self.clock = Clock(scheduler is not None, self.reset)
-        parts = [p.uncond_from_cond() for p in policies if p.uncond_from_cond() is not None]
+        parts = [part for part in (p.uncond_from_cond() for p in policies) if part is not None]
         self.guidance = Guidance(parts[0], self.clock, pipeline, transformer, self.spec, len(self.blocks)) if parts else None
         self.runner = self._runners()
         self.text_kv = TextKV(self.spec, self.expert_blocks, self._branch_in_flight) if text_kv else None
         self._patches, self._work_version = Patches(), -1
-        self.trace: list[StepRecord] = []
-        self._branches: dict[str, Branch] = {}
-        self.kept_peak: dict[str, int] = {}
         self._call: Call | None = None
+        self.reset()
 
     def _branch_in_flight(self) -> str | None:
         return None if self._call is None else self._call.context.branch
@@ -136,7 +134,8 @@ class StepLoopExecutor:
 
     def reset(self) -> None:
         """Start a new generation: fresh policy state and kept outputs per branch, a new trace."""
-        self.trace, self._branches = [], {}
+        self.trace: list[StepRecord] = []
+        self._branches: dict[str, Branch] = {}
         self.kept_peak: dict[str, int] = {}  # the most bytes kept at once in this generation, per unit kind and in total
         self.decider.reset()
         self.clock.reset()
@@ -184,8 +183,7 @@ class StepLoopExecutor:
             self._call = None
         if "step" in self.levels:
             branch.policies["step"].observe_output(context, sample(result))
-        self.trace.append(StepRecord.of_call(call, time.perf_counter() - start, timestep, list(self.levels)))
-        self.trace[-1].expert = expert
+        self.trace.append(StepRecord.of_call(call, time.perf_counter() - start, timestep, list(self.levels), expert))
         self._update_kept_peak()
         self._update_work()
         branch.step += 1
@@ -215,9 +213,7 @@ class StepLoopExecutor:
 
     def _update_kept_peak(self) -> None:
         now = self.kept_bytes()
-        now["total"] = sum(now.values())
-        for kind, size in now.items():
-            self.kept_peak[kind] = max(self.kept_peak.get(kind, 0), size)
+        merge_peaks(self.kept_peak, {**now, "total": sum(now.values())})
 
     def kept_bytes(self) -> dict[str, int]:
         """Bytes kept now, per unit kind over all branches (and ``token``'s bookkeeping, the text K/V cache's)."""

@@ -40,14 +40,14 @@ class StepRecord:
         return as_float(self.raw_timestep)
 
     @classmethod
-    def of_call(cls, call: "Call", seconds: float, timestep, levels: list[str]) -> "StepRecord":
+    def of_call(cls, call: "Call", seconds: float, timestep, levels: list[str], expert: int = 0) -> "StepRecord":
         """The record of a finished call: computed when no unit at any level was stood in for."""
         skipped = tuple(call.skipped)
         units = tuple((unit, decision.compute) for unit, decision in call.unit_decisions.items())
         decision = (call.decision or compute()) if "step" in levels else None
         return cls(call.context.step, call.context.branch, not skipped and (decision is None or decision.compute),
                    None if decision is None else decision.signal, seconds, timestep, unit="+".join(levels), units=units,
-                   skipped_units=skipped, batch_share=call.batch_share)
+                   skipped_units=skipped, batch_share=call.batch_share, expert=expert)
 
 
 @dataclass
@@ -132,3 +132,9 @@ def kept_bytes(branches, levels, extra: dict[str, int]) -> dict[str, int]:
     for kind, size in extra.items():
         sizes[kind] = sizes.get(kind, 0) + size
     return sizes
+
+
+def merge_peaks(into: dict[str, int], peaks: dict[str, int]) -> None:
+    """``into`` becomes the larger of itself and ``peaks``, per unit kind."""
+    for kind, size in peaks.items():
+        into[kind] = max(into.get(kind, 0), size)

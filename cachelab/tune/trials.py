@@ -72,6 +72,7 @@ class TrialBench:
 
     def _measure(self, policy_name: str, params: dict, key: str) -> dict:
         from .. import metrics
+        from ..engine.state import merge_peaks
         from ..runner import Batch, decision_figures, generate, kept_figures, model_metric, quality_figures
 
         policy = make_policy(policy_name, **{k: v for k, v in params.items() if v is not None})
@@ -85,7 +86,7 @@ class TrialBench:
             images += list(passes.images)
             traces += passes.traces
             seconds += passes.seconds
-            kept = {kind: max(kept.get(kind, 0), size) for kind, size in {**kept, **passes.kept_peak}.items()}
+            merge_peaks(kept, passes.kept_peak)
             squared_errors += [float(np.mean((image - reference) ** 2)) for image, reference in zip(passes.images, references)]
             ssims += metrics.ssim(references, passes.images)
             if self._cannot_pass(squared_errors, ssims):
