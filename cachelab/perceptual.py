@@ -1,4 +1,5 @@
-"""Perceptual figures of cached images, opt-in (`pip install -e ".[metrics]"`), through maintained implementations:
+"""Perceptual figures of cached images, opt-in (`pip install -e ".[metrics]"`), through maintained implementations
+(the figures mean something only with the published weights; the tests run the same code on random backbones):
 
 - ``lpips``: LPIPS (AlexNet) of each cached image against its uncached reference (torchmetrics; needs torchvision);
 - ``clip_score``: CLIP score of each image against its prompt, cached and reference (torchmetrics with a CLIP model
@@ -30,7 +31,6 @@ import numpy as np
 METRICS = ("lpips", "clip_score", "image_reward", "fid", "fid_clip")
 SET_METRICS = ("fid", "fid_clip")  # over a set of images, not per image
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch16"
-INCEPTION_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"  # torch-fidelity's InceptionV3, in torch.hub's checkpoints
 IMAGE_REWARD_WEIGHTS = "ImageReward.pt"
 
 
@@ -78,6 +78,13 @@ def _hub_checkpoint(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
+def inception_weights() -> tuple[str, Path]:
+    """Where torch-fidelity downloads its InceptionV3 weights from, and the file torch.hub loads them from."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    return URL_INCEPTION_V3, _hub_checkpoint(Path(URL_INCEPTION_V3).name)
+
+
 def clip_model_dir(name: str) -> Path:
     """The local folder of a CLIP model: ``name`` itself, or its snapshot in the Hugging Face cache."""
     folder = Path(name).expanduser()
@@ -111,8 +118,9 @@ def check(names: Sequence[str], options: Options = Options()) -> None:
         if name in ("lpips", "fid"):
             problem = _torchvision_usable()
             if problem:
-                raise MetricUnavailable(f"{name} needs torchvision built for the installed torch ({problem}): install the "
-                                        f"torchvision release made for torch {_torch_version()}, from the index that torch came from")
+                raise MetricUnavailable(f"{name} needs torchvision built for the installed torch ({problem}): "
+                                        "pip install -e \".[metrics]\" (a torch and torchvision released together), or the "
+                                        f"torchvision made for torch {_torch_version()} from the index that torch came from")
         if name == "lpips":
             from torchvision.models import AlexNet_Weights
 
@@ -122,11 +130,11 @@ def check(names: Sequence[str], options: Options = Options()) -> None:
                                         f"{AlexNet_Weights.IMAGENET1K_V1.url} there")
         if name == "fid":
             if not _installed("torch_fidelity"):
-                raise MetricUnavailable("fid needs torch-fidelity (its InceptionV3): pip install torch-fidelity")
-            weights = _hub_checkpoint(INCEPTION_WEIGHTS)
+                raise MetricUnavailable("fid needs torch-fidelity (its InceptionV3): pip install -e \".[metrics]\"")
+            url, weights = inception_weights()
             if not weights.is_file():
-                raise MetricUnavailable(f"fid needs torch-fidelity's InceptionV3 weights at {weights}: download "
-                                        f"{INCEPTION_WEIGHTS} from torch-fidelity's releases there (or use fid_clip)")
+                raise MetricUnavailable(f"fid needs torch-fidelity's InceptionV3 weights at {weights}: download {url} there "
+                                        "(or use fid_clip)")
         if name in ("clip_score", "fid_clip"):
             clip_model_dir(options.clip_model)
         if name == "image_reward":
