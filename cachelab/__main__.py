@@ -1,12 +1,13 @@
 """`python -m cachelab [-m] [overrides]`: each job runs the uncached reference and the cached run.
 
-Configs live in the repo's conf/ (see `python -m cachelab --help` and README.md).
+Configs live in the repo's conf/ (see `python -m cachelab --help` and docs/).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -26,6 +27,10 @@ from .tracking.sweep import write_summary
 from .tracking.tables import reference_row, results_table
 from .tracking.wandb_run import log_outcome, wandb_run
 
+#: How long a rank other than 0 that found a config error waits before it exits (torchrun ends it sooner, when
+#: rank 0 has printed the error and exited).
+OTHER_RANKS_ERROR_WAIT_S = 10
+
 
 @hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 def main(cfg: DictConfig) -> None:
@@ -34,6 +39,8 @@ def main(cfg: DictConfig) -> None:
     except ConfigError as error:
         if launch.is_writer():  # every rank finds the same error: one line
             print(f"cachelab: error: {error}", file=sys.stderr)
+        else:  # let the writer print it: torchrun stops the other ranks as soon as one of them exits
+            time.sleep(OTHER_RANKS_ERROR_WAIT_S)
         sys.exit(2)
     hydra_config = HydraConfig.get()
     output_dir = Path(hydra_config.runtime.output_dir)
