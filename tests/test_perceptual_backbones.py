@@ -86,6 +86,13 @@ def test_inception_fid_is_zero_for_the_same_set_and_larger_for_another(random_ba
     assert abs(figures["same"]["fid"]) < 1e-2 * figures["other"]["fid"] and figures["other"]["fid"] > 0
 
 
+def test_missing_inception_weights_are_named_with_where_to_download_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    with pytest.raises(perceptual.MetricUnavailable, match=f"InceptionV3 weights at {tmp_path}/hub/checkpoints/") as error:
+        perceptual.check(["fid"])
+    assert "\n" not in str(error.value) and "download https://" in str(error.value)
+
+
 def test_a_run_with_lpips_and_fid_reports_them_in_its_result_and_table(tmp_path, torch_home):
     quick = ["num_prompts=2", "steps=4", "timing.repeats=1", "timing.warmup=0", "logger=none", "policy=fixed_interval"]
     done = subprocess.run([sys.executable, "-m", "cachelab", "metrics=[lpips,fid]", *quick, f"hydra.run.dir={tmp_path}/run"],
