@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from tiny import flux_pipeline, generate
+from tiny import flux_pipeline, generate, run_cached
 from torch._dynamo.utils import counters
 
 import cachelab
@@ -67,14 +67,8 @@ def compiled():
 
 def run(pipe, name, steps):
     policy = cachelab.make_policy(name, **SETTINGS.get(name, lambda steps: {})(steps))
-    executor = cachelab.attach(pipe, policy)
-    try:
-        if executor.policy.rehearses:
-            executor.rehearse(lambda: generate(pipe, steps=steps))
-        image = generate(pipe, steps=steps)
-        return [record.computed for record in executor.trace], image
-    finally:
-        cachelab.detach(pipe)
+    image, executor = run_cached(pipe, policy, lambda: generate(pipe, steps=steps))
+    return [record.computed for record in executor.trace], image
 
 
 def test_uncached_compiled_blocks_match_eager(compiled, flux):

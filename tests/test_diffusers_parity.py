@@ -3,9 +3,8 @@
 import pytest
 import torch
 from diffusers.hooks import FirstBlockCacheConfig, MagCacheConfig
-from tiny import generate
+from tiny import generate, run_cached
 
-import cachelab
 from cachelab import FirstBlockCache, MagCache
 from cachelab.policies.magcache import FLUX_MAG_RATIOS
 
@@ -38,11 +37,8 @@ def diffusers_decisions(pipe, config, kwargs):
 
 
 def run(pipe, policy, kwargs):
-    executor = cachelab.attach(pipe, policy)
-    try:
-        return executor, generate(pipe, steps=STEPS, **kwargs)
-    finally:
-        cachelab.detach(pipe)
+    image, executor = run_cached(pipe, policy, lambda: generate(pipe, steps=STEPS, **kwargs))
+    return executor, image
 
 
 @pytest.mark.parametrize("name, kwargs", MODELS)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny import generate
+from tiny import generate, run_cached
 
 import cachelab
 from cachelab import DualBlockCache, FirstBlockCache, StepContext
@@ -11,11 +11,8 @@ STEPS = 10
 
 
 def run(pipe, policy, **kwargs):
-    executor = cachelab.attach(pipe, policy)
-    try:
-        return executor, generate(pipe, steps=STEPS, **kwargs)
-    finally:
-        cachelab.detach(pipe)
+    image, executor = run_cached(pipe, policy, lambda: generate(pipe, steps=STEPS, **kwargs))
+    return executor, image
 
 
 @pytest.mark.parametrize("name, kwargs", [("flux", {}), ("cogview4", {"guidance_scale": 3.0})])

@@ -4,7 +4,7 @@ empty at the switch), and nothing one expert kept ever stands in for the other's
 
 import pytest
 import torch
-from tiny import generate, wan_pipeline
+from tiny import generate, run_cached, wan_pipeline
 
 import cachelab
 from cachelab.schedules import Plan
@@ -51,13 +51,7 @@ BUILT_IN = sorted(name for name, cls in cachelab.registered_policies().items() i
 
 
 def run(pipe, policy):
-    executor = cachelab.attach(pipe, policy)
-    try:
-        if executor.policy.rehearses:
-            executor.rehearse(lambda: generate(pipe, steps=STEPS))
-        return generate(pipe, steps=STEPS), executor
-    finally:
-        cachelab.detach(pipe)
+    return run_cached(pipe, policy, lambda: generate(pipe, steps=STEPS))
 
 
 def test_none_gives_the_uncached_images(wan22):

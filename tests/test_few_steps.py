@@ -5,6 +5,7 @@ says which (the README's table says which policies skip nothing at these step co
 
 import pytest
 import torch
+from tiny import run_cached
 
 import cachelab
 from cachelab import zoo
@@ -54,13 +55,7 @@ def test_runs_within_its_bounds_at_few_steps(request, name, steps):
             finally:
                 cachelab.detach(digits)
         return
-    executor = cachelab.attach(digits, policy)
-    try:
-        if executor.policy.rehearses:
-            executor.rehearse(lambda: generate(digits, steps))
-        images = generate(digits, steps)
-    finally:
-        cachelab.detach(digits)
+    images, executor = run_cached(digits, policy, lambda: generate(digits, steps))
     assert torch.isfinite(images).all()
     for branch in {r.branch for r in executor.trace}:
         trace = [r for r in executor.trace if r.branch == branch]

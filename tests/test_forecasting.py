@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from digits_runs import generate_digits
-from tiny import generate
+from tiny import generate, run_cached
 
 import cachelab
 from cachelab import CachePolicy, FixedInterval, TaylorSeer, compute, forecast, reuse
@@ -14,11 +14,7 @@ STEPS = 10
 
 
 def run(pipe, policy, steps=STEPS):
-    executor = cachelab.attach(pipe, policy)
-    try:
-        image = generate(pipe, steps=steps)
-    finally:
-        cachelab.detach(pipe)
+    image, executor = run_cached(pipe, policy, lambda: generate(pipe, steps=steps))
     return executor.trace, image
 
 

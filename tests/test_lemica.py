@@ -3,9 +3,8 @@ the shipped schedules of the digits and video digits models, and the errors that
 
 import pytest
 import torch
-from tiny import generate
+from tiny import generate, run_cached
 
-import cachelab
 from cachelab.calibrate.learned import uncached_runs
 from cachelab.calibrate.lemica import lemica_policy, lemica_schedules, schedules_from_gram
 from cachelab.calibration import read_calibration
@@ -17,11 +16,7 @@ STEPS = 8
 
 
 def run(pipe, policy, steps=STEPS):
-    executor = cachelab.attach(pipe, policy)
-    try:
-        image = generate(pipe, steps=steps)
-    finally:
-        cachelab.detach(pipe)
+    image, executor = run_cached(pipe, policy, lambda: generate(pipe, steps=steps))
     return [step for step, record in enumerate(executor.trace) if record.computed], image
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from tiny import generate
+from tiny import generate, run_cached
 
 import cachelab
 from cachelab import CachePolicy, FixedInterval, NoCache, StepContext, TeaCache, compute, reuse
@@ -15,11 +15,7 @@ FLUX_COEFFICIENTS = PUBLISHED_COEFFICIENTS["flux"]
 
 
 def run(pipe, policy, steps=STEPS, **kwargs):
-    executor = cachelab.attach(pipe, policy)
-    try:
-        image = generate(pipe, steps=steps, **kwargs)
-    finally:
-        cachelab.detach(pipe)
+    image, executor = run_cached(pipe, policy, lambda: generate(pipe, steps=steps, **kwargs))
     return executor.trace, image
 
 

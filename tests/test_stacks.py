@@ -4,7 +4,7 @@ records both in the trace and the block-work accounting; stand-ins of every fore
 
 import pytest
 import torch
-from tiny import generate
+from tiny import generate, run_cached
 
 import cachelab
 from cachelab.policies import DBPrune, FirstBlockCache, FixedInterval, Fora, PyramidAttentionBroadcast, Stack, TaylorSeer
@@ -15,11 +15,7 @@ def pruning(**kwargs):
 
 
 def run(pipe, policy, **kwargs):
-    executor = cachelab.attach(pipe, policy, **kwargs)
-    try:
-        return generate(pipe, steps=8), executor
-    finally:
-        cachelab.detach(pipe)
+    return run_cached(pipe, policy, lambda: generate(pipe, steps=8), **kwargs)
 
 
 @pytest.mark.parametrize("inner", [PyramidAttentionBroadcast(spatial_attention_block_skip_range=2), pruning()])

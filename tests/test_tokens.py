@@ -5,7 +5,7 @@ pipelines and tiny transformers), with CFG; the accounting records the partial u
 import pytest
 import torch
 from families import FAMILIES
-from tiny import generate
+from tiny import generate, run_cached
 
 import cachelab
 from cachelab.policies import CachePolicy, Decision, Fora, compute
@@ -51,11 +51,7 @@ class ReuseAfterFirst(CachePolicy):
 
 
 def run(pipe, policy, steps=6, **kwargs):
-    executor = cachelab.attach(pipe, policy)
-    try:
-        return generate(pipe, steps=steps, **kwargs), executor
-    finally:
-        cachelab.detach(pipe)
+    return run_cached(pipe, policy, lambda: generate(pipe, steps=steps, **kwargs))
 
 
 PIPES = ["flux", "wan", "sd3", "cogview4", "cogvideox"]

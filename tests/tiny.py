@@ -35,6 +35,8 @@ from transformers import (
     UMT5EncoderModel,
 )
 
+import cachelab
+
 WORDS = ["a", "handwritten", "digit", "photo", "of", "cat", "dog", "red", "blue"] + [str(d) for d in range(10)]
 
 
@@ -167,3 +169,15 @@ def generate(pipe, seed: int = 0, steps: int = 6, **kwargs):
     elif isinstance(pipe, FluxPipeline):
         common.update(max_sequence_length=16)
     return pipe("a photo of a cat", height=32, width=32, **common, **kwargs).images
+
+
+def run_cached(pipe, policy, call, **attach_options):
+    """``call()`` with ``policy`` attached to ``pipe`` for it (rehearsed first where the policy asks for that): its
+    output and the executor."""
+    executor = cachelab.attach(pipe, policy, **attach_options)
+    try:
+        if executor.policy.rehearses:
+            executor.rehearse(call)
+        return call(), executor
+    finally:
+        cachelab.detach(pipe)
